@@ -1,0 +1,83 @@
+"""The Python API: what the CLI, the web page and a notebook all call."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .data import PrepareConfig, PreparedDataset
+from .data import prepare as _prepare
+from .generate import FaceGenerator, load_generator, save_animation
+from .generate.config import GenerateConfig, InterpolateConfig
+from .training import TrainConfig, TrainResult
+from .training import train as _train
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+DEFAULT_MODEL = "celeba64.safetensors"
+
+
+def default_model_path() -> Path:
+    """The generator shipped inside the package."""
+    path = PRETRAINED_DIR / DEFAULT_MODEL
+    if not path.exists():
+        raise FileNotFoundError(
+            f"this facegan install ships no default model ({path} is missing); pass a checkpoint or run directory"
+        )
+    return path
+
+
+def load(path: str | os.PathLike | None = None, device: str = "cpu") -> FaceGenerator:
+    """A face generator from a checkpoint file or run directory; the shipped model when `path` is None.
+
+    >>> faces = facegan.load("runs/celeba").generate(16, seed=0)   # 16 PIL images
+    """
+    return load_generator(default_model_path() if path is None else path, device)
+
+
+def prepare(data: str | os.PathLike, size: int = 64, out: str | os.PathLike | None = None,
+            progress: bool = True, **options) -> PreparedDataset:
+    """Decode, crop and resize the photos at `data` into a uint8 cache (reused when it already matches)."""
+    config = PrepareConfig(data=str(data), size=size, out=None if out is None else str(out), **options)
+    return _prepare(config, progress=progress)
+
+
+def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | None = None,
+          config: TrainConfig | None = None, **options) -> TrainResult:
+    """Train on `data` with `options` as in TrainConfig (or a whole `config`), or continue the run at `resume`.
+
+    When resuming, only the budgets (steps, kimg, minutes) and `progress` of `config`/`options` are used.
+    """
+    if config is None and (data is not None or options):
+        config = TrainConfig(data=str(data or ""), **options)
+    if resume is not None:
+        return _train(config, resume=resume)
+    if config is None:
+        raise ValueError("train needs data (a folder of face photos) or resume (a run directory)")
+    return _train(config)
+
+
+def generate(config: GenerateConfig) -> list[Path]:
+    """Write faces as PNG files (or one grid) as `facegan generate` does; returns the written paths."""
+    config.validate()
+    generator = load(config.checkpoint, config.device)
+    seeds = range(config.seed, config.seed + config.n)
+    if config.grid:
+        image = generator.grid(config.n, config.seed, config.truncation, config.ncols)
+        path = Path(config.grid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        return [path]
+    out = Path(config.out or "faces")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed, image in zip(seeds, generator.generate(config.n, config.seed, config.truncation, config.batch_size)):
+        paths.append(out / f"seed{seed:04d}.png")
+        image.save(paths[-1])
+    return paths
+
+
+def interpolate(config: InterpolateConfig) -> Path:
+    """Write a latent walk through `config.seeds` as a GIF or MP4."""
+    config.validate()
+    generator = load(config.checkpoint, config.device)
+    frames = generator.interpolate(config.seed_list(), config.frames, config.truncation, config.loop)
+    return save_animation(frames, config.out, config.fps)

@@ -1,0 +1,97 @@
+"""`facegan` on the command line: a thin layer over the Python API, options built from the typed configs."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+
+from . import api
+from .checkpoint import CheckpointError
+from .data import DataError, PrepareConfig
+from .generate.config import GenerateConfig, InterpolateConfig
+from .models import ARCHITECTURES
+from .training import TrainConfig
+
+
+def _value_type(hint):
+    """`int | None` -> int; plain types unchanged."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --option per dataclass field, with its help text, type, choices and default."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flags = f.metadata.get("flags", (f"--{f.name.replace('_', '-')}",))
+        kind = _value_type(hints[f.name])
+        kwargs = {"dest": f.name, "default": f.default, "help": f.metadata.get("help", "")}
+        if kind is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            choices = f.metadata.get("choices")
+            metavar = None if choices else f.name.upper()
+            parser.add_argument(*flags, type=kind, choices=choices, metavar=metavar, **kwargs)
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facegan", description="Train GANs on face photos and generate faces.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+
+    prepare = commands.add_parser("prepare", help="crop and resize photos into a uint8 cache", formatter_class=formatter)
+    add_config_options(prepare, PrepareConfig)
+
+    train = commands.add_parser("train", help="train a GAN (or --resume RUN_DIR)", formatter_class=formatter)
+    add_config_options(train, TrainConfig)
+    train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                       help="continue this run exactly where its last checkpoint left off; only budgets may change")
+
+    generate = commands.add_parser("generate", help="write faces as PNGs or a grid", formatter_class=formatter)
+    add_config_options(generate, GenerateConfig)
+
+    interpolate = commands.add_parser("interpolate", help="latent walk through seeds, as GIF or MP4",
+                                      formatter_class=formatter)
+    add_config_options(interpolate, InterpolateConfig)
+
+    commands.add_parser("archs", help="list the architectures")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "prepare":
+        dataset = api.prepare(**dataclasses.asdict(config_from_args(PrepareConfig, args)))
+        print(f"prepared {len(dataset)} images at {dataset.size} px in {dataset.root}")
+    elif args.command == "train":
+        result = api.train(config=config_from_args(TrainConfig, args), resume=args.resume)
+        print(f"run directory: {result.run_dir}\ncheckpoint: {result.checkpoint}")
+    elif args.command == "generate":
+        paths = api.generate(config_from_args(GenerateConfig, args))
+        print(paths[0] if len(paths) == 1 else f"wrote {len(paths)} faces to {paths[0].parent}")
+    elif args.command == "interpolate":
+        print(api.interpolate(config_from_args(InterpolateConfig, args)))
+    elif args.command == "archs":
+        for name, arch in sorted(ARCHITECTURES.items()):
+            print(f"{name:10s} {arch.summary}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, DataError, CheckpointError, FileNotFoundError, RuntimeError) as error:
+        print(f"facegan {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

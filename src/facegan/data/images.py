@@ -1,0 +1,73 @@
+"""Converting between model tensors and uint8 images, tiling images into a grid, saving PNGs."""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """N x 3 x H x W floats in [-1, 1] -> N x H x W x 3 uint8, as ``(x + 1) * 127.5`` rounded and clamped.
+
+    A single 3 x H x W image gives H x W x 3. The inverse of ``PreparedDataset.load_batch``.
+    """
+    if images.dim() not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"expected N x 3 x H x W (or 3 x H x W) images, got shape {tuple(images.shape)}")
+    pixels = images.detach().to("cpu", torch.float32).add(1.0).mul_(127.5).round_().clamp_(0, 255)
+    return pixels.to(torch.uint8).movedim(-3, -1).contiguous().numpy()
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile N x H x W x 3 uint8 images row by row into one image, with ``padding`` black pixels around each.
+
+    ``ncols`` defaults to ``ceil(sqrt(N))``; the result is ``rows * (H + padding) + padding`` high and
+    ``ncols * (W + padding) + padding`` wide, and unused cells of the last row stay black.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+        raise ValueError(f"expected a non-empty N x H x W x 3 array, got shape {images.shape}")
+    count, height, width, _ = images.shape
+    ncols = min(ncols or math.ceil(math.sqrt(count)), count)
+    if ncols < 1 or padding < 0:
+        raise ValueError(f"ncols must be positive and padding not negative, got {ncols} and {padding}")
+    nrows = math.ceil(count / ncols)
+    grid = np.zeros(
+        (nrows * (height + padding) + padding, ncols * (width + padding) + padding, 3), dtype=np.uint8
+    )
+    for index, image in enumerate(images):
+        row, col = divmod(index, ncols)
+        top, left = padding + row * (height + padding), padding + col * (width + padding)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an H x W x 3 (or H x W) uint8 array as a PNG, creating parent folders; atomic (temp file, then rename)."""
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"expected an H x W x 3 uint8 array, got {array.dtype} with shape {array.shape}")
+    image = Image.fromarray(np.ascontiguousarray(array))
+    return write_atomically(path, lambda handle: image.save(handle, format="PNG"))
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``.
+
+    Readers see the old file or the complete new one, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with open(temporary, "xb") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,182 @@
+"""Finding the images of a data source: a folder, a .zip, or the CelebA layout.
+
+A source is listed once, sorted by relative path, so everything built from it is
+deterministic. Listing reads only names and file metadata; image bytes are read
+later through an :class:`ImageReader`, one file at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SPLITS = ("train", "val", "test")
+CELEBA_IMAGE_DIR = "img_align_celeba"
+CELEBA_PARTITION_FILE = "list_eval_partition.txt"
+_CELEBA_PARTITION_CODES = {"0": "train", "1": "val", "2": "test"}
+_ZIP_JUNK_PREFIXES = ("__MACOSX/",)
+
+
+class DataError(Exception):
+    """A problem with the user's data or options, with a one-line message meant for the user."""
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One candidate image: its path relative to the image root, its split, and what identifies its version.
+
+    ``stamp`` is the modification time in nanoseconds for files and the CRC-32 for zip members.
+    ``skip`` is a skip reason known before decoding (``"unsafe path"``, ``"unreadable"``), else None.
+    """
+
+    name: str
+    split: str
+    size: int
+    stamp: int
+    skip: str | None = None
+
+
+@dataclass
+class ImageSource:
+    """The listed images of one data source."""
+
+    layout: str  # "folder", "zip" or "celeba"
+    path: Path  # what the user named, made absolute
+    image_root: Path  # the folder that is scanned, or the zip file
+    entries: list[SourceEntry]
+    partition_digest: str | None = None  # sha256 of the CelebA partition file's bytes, if present
+
+    def reader(self) -> ImageReader:
+        return ImageReader(self.image_root, is_zip=self.layout == "zip")
+
+
+class ImageReader:
+    """Reads the bytes of one entry; a zip is opened on first use and kept open (one handle per process)."""
+
+    def __init__(self, root: Path, is_zip: bool) -> None:
+        self.root = root
+        self.is_zip = is_zip
+        self._zip: zipfile.ZipFile | None = None
+
+    def read(self, name: str) -> bytes:
+        if not self.is_zip:
+            return (self.root / name).read_bytes()
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.root)
+        try:
+            return self._zip.read(name)
+        except (zipfile.BadZipFile, zlib.error, KeyError, RuntimeError, NotImplementedError, EOFError) as error:
+            raise OSError(f"cannot read {name} from {self.root}: {error}") from error
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "is_zip": self.is_zip, "_zip": None}
+
+
+def has_image_extension(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_source(data: str | os.PathLike) -> ImageSource:
+    """List the images of ``data``: a CelebA layout dir, any other folder (searched recursively), or a .zip."""
+    path = Path(data).expanduser().absolute()
+    if not path.exists():
+        raise DataError(f"data path not found: {path}")
+    if path.is_dir():
+        image_dir = celeba_image_dir(path)
+        if image_dir is not None:
+            return _celeba_source(path, image_dir)
+        return ImageSource("folder", path, path, _list_folder(path))
+    if zipfile.is_zipfile(path):
+        return ImageSource("zip", path, path, _list_zip(path))
+    raise DataError(f"data must be a folder of images or a .zip file, not {path}")
+
+
+def celeba_image_dir(path: Path) -> Path | None:
+    """The CelebA image folder under ``path`` (also the nested ``img_align_celeba/img_align_celeba``), or None."""
+    outer = path / CELEBA_IMAGE_DIR
+    if not outer.is_dir():
+        return None
+    inner = outer / CELEBA_IMAGE_DIR
+    if inner.is_dir() and not any(has_image_extension(p.name) for p in outer.iterdir() if p.is_file()):
+        return inner
+    return outer
+
+
+def read_partition(path: Path) -> dict[str, str]:
+    """Parse ``list_eval_partition.txt`` (``<file> <0|1|2>`` per line) into {file: split}."""
+    splits: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in _CELEBA_PARTITION_CODES:
+            raise DataError(f"{path}, line {number}: expected '<file> <0|1|2>', got {line.strip()!r}")
+        splits[fields[0]] = _CELEBA_PARTITION_CODES[fields[1]]
+    return splits
+
+
+def _celeba_source(path: Path, image_dir: Path) -> ImageSource:
+    entries = _list_folder(image_dir)
+    partition_file = path / CELEBA_PARTITION_FILE
+    if not partition_file.is_file():
+        return ImageSource("celeba", path, image_dir, entries)
+    splits = read_partition(partition_file)
+    entries = [_with_split(entry, splits.get(entry.name, "train")) for entry in entries]
+    digest = hashlib.sha256(partition_file.read_bytes()).hexdigest()
+    return ImageSource("celeba", path, image_dir, entries, partition_digest=digest)
+
+
+def _with_split(entry: SourceEntry, split: str) -> SourceEntry:
+    return SourceEntry(entry.name, split, entry.size, entry.stamp, entry.skip)
+
+
+def _list_folder(root: Path) -> list[SourceEntry]:
+    entries = []
+    for directory, _subdirs, files in os.walk(root):
+        for file_name in files:
+            if not has_image_extension(file_name):
+                continue
+            file_path = Path(directory, file_name)
+            name = file_path.relative_to(root).as_posix()
+            try:
+                stat = file_path.stat()
+            except OSError:
+                entries.append(SourceEntry(name, "train", -1, -1, skip="unreadable"))
+                continue
+            entries.append(SourceEntry(name, "train", stat.st_size, stat.st_mtime_ns))
+    return sorted(entries, key=lambda entry: entry.name)
+
+
+def _list_zip(path: Path) -> list[SourceEntry]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"cannot read zip file {path}: {error}") from error
+    latest = {}
+    for member in members:
+        if member.is_dir() or member.filename.startswith(_ZIP_JUNK_PREFIXES):
+            continue
+        if not has_image_extension(member.filename):
+            continue
+        skip = "unsafe path" if is_unsafe_member_name(member.filename) else None
+        latest[member.filename] = SourceEntry(member.filename, "train", member.file_size, member.CRC, skip=skip)
+    return sorted(latest.values(), key=lambda entry: entry.name)
+
+
+def is_unsafe_member_name(name: str) -> bool:
+    """True for zip member names that are absolute or climb out with ``..`` (zip-slip)."""
+    normalized = name.replace("\\", "/")
+    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
+        return True
+    return ".." in normalized.split("/")

@@ -1,0 +1,94 @@
+"""A trained generator, ready to make faces: loaded from a checkpoint, driven by seeds."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import checkpoint
+from ..checkpoint import CheckpointError
+from ..data.images import make_grid, to_uint8
+from ..models import ModelConfig, build_generator, latents_from_seeds
+
+CHECKPOINT_GLOB = "checkpoints/ckpt-*.safetensors"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as is; a run directory gives its newest checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob(CHECKPOINT_GLOB), reverse=True)
+        if not found:
+            raise CheckpointError(f"{path}: run directory holds no checkpoint ({CHECKPOINT_GLOB})")
+        return found[0]
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    return path
+
+
+@dataclass
+class FaceGenerator:
+    """Faces from seeds. `generate(n, seed)` draws seeds seed, seed+1, ..., so face i never depends on n."""
+
+    network: torch.nn.Module
+    model: ModelConfig
+    info: dict = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def size(self) -> int:
+        return self.model.size
+
+    @property
+    def z_dim(self) -> int:
+        return self.model.z_dim
+
+    @torch.inference_mode()
+    def images_from_latents(self, z: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """N x H x W x 3 uint8 faces for the latents `z`, computed `batch_size` at a time."""
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        chunks = [to_uint8(self.network(part.to(self.device)).float().cpu()) for part in z.split(batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.size, self.size, 3), np.uint8)
+
+    def faces(self, seeds: Iterable[int], truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
+        return self.images_from_latents(latents_from_seeds(seeds, self.z_dim, truncation), batch_size)
+
+    def generate(self, n: int = 1, seed: int = 0, truncation: float = 1.0, batch_size: int = 64) -> list[Image.Image]:
+        """`n` faces as PIL images, for seeds seed .. seed+n-1."""
+        return [Image.fromarray(face) for face in self.faces(range(seed, seed + n), truncation, batch_size)]
+
+    def grid(self, n: int = 16, seed: int = 0, truncation: float = 1.0, ncols: int | None = None) -> Image.Image:
+        return Image.fromarray(make_grid(self.faces(range(seed, seed + n), truncation), ncols=ncols))
+
+    def interpolate(self, seeds: Sequence[int], frames: int = 60, truncation: float = 1.0, loop: bool = False,
+                    batch_size: int = 64) -> np.ndarray:
+        """`frames` faces walking through the latents of `seeds` along great circles (slerp)."""
+        from .interpolate import latent_walk
+
+        keys = latents_from_seeds(seeds, self.z_dim, truncation)
+        return self.images_from_latents(latent_walk(keys, frames, loop), batch_size)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> FaceGenerator:
+    """The EMA generator of a training checkpoint or run directory, or of an exported generator file."""
+    path = resolve_checkpoint(path)
+    saved = checkpoint.load(path, sections=["model", "G_ema"])
+    try:
+        model = ModelConfig(**saved["model"])
+        network = build_generator(model)
+        network.load_state_dict(saved["G_ema"])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: generator weights do not fit its config ({error})") from None
+    device = torch.device(device)
+    info = {"checkpoint": str(path)}
+    try:
+        info.update(checkpoint.load(path, sections=["info"])["info"])
+    except CheckpointError:
+        pass
+    return FaceGenerator(network.to(device).eval().requires_grad_(False), model, info, device)

@@ -1,0 +1,30 @@
+"""Networks and losses, chosen by name from one registry. Importing this package registers them all."""
+from . import dcgan, mlp  # noqa: F401  (registers the architectures)
+from .latent import MAX_SEED, latents_from_seeds
+from .registry import (
+    ARCHITECTURES,
+    SIZES,
+    Architecture,
+    ModelConfig,
+    OptimizerSettings,
+    build_discriminator,
+    build_generator,
+    build_loss,
+    get_architecture,
+    register,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "SIZES",
+    "MAX_SEED",
+    "Architecture",
+    "ModelConfig",
+    "OptimizerSettings",
+    "build_discriminator",
+    "build_generator",
+    "build_loss",
+    "get_architecture",
+    "latents_from_seeds",
+    "register",
+]

@@ -1,0 +1,81 @@
+"""Architectures by name: each entry says how to build its networks, its loss and its optimisers.
+
+Adding an architecture means registering one `Architecture`; the training loop never changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+SIZES = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a generator/discriminator pair; stored in every checkpoint."""
+
+    arch: str
+    size: int = 64
+    z_dim: int = 100
+    width: int = 64
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    summary: str
+    build_generator: Callable[[ModelConfig], nn.Module]
+    build_discriminator: Callable[[ModelConfig], nn.Module]
+    build_loss: Callable[[ModelConfig], "object"]
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    z_dim: int = 100
+    width: int = 64
+    batch_size: int = 128
+
+    def config(self, size: int = 64, z_dim: int | None = None, width: int | None = None) -> ModelConfig:
+        """A validated ModelConfig for this architecture, filling unset fields with its defaults."""
+        if size not in SIZES:
+            raise ValueError(f"size {size} is not supported; choose one of {', '.join(map(str, SIZES))}")
+        config = ModelConfig(self.name, size, z_dim or self.z_dim, width or self.width)
+        if config.z_dim < 1 or config.width < 1:
+            raise ValueError("z_dim and width must be positive")
+        return config
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    if arch.name in ARCHITECTURES:
+        raise ValueError(f"architecture {arch.name!r} is registered twice")
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        choices = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(f"unknown architecture {name!r}; choose one of: {choices}") from None
+
+
+def build_generator(config: ModelConfig) -> nn.Module:
+    return get_architecture(config.arch).build_generator(config)
+
+
+def build_discriminator(config: ModelConfig) -> nn.Module:
+    return get_architecture(config.arch).build_discriminator(config)
+
+
+def build_loss(config: ModelConfig):
+    return get_architecture(config.arch).build_loss(config)

@@ -1,0 +1,117 @@
+"""Everything a run needs to continue exactly: networks, optimisers, counters, data order, RNG."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import checkpoint
+from ..checkpoint import CheckpointError
+from ..data import BatchOrder
+from ..models import ModelConfig, build_discriminator, build_generator, get_architecture
+from .config import TrainConfig
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainingState:
+    config: TrainConfig
+    model: ModelConfig
+    G: nn.Module
+    G_ema: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    order: BatchOrder
+    step: int = 0
+    images_seen: int = 0
+
+    @property
+    def batch(self) -> int:
+        return self.order.batch_size
+
+    def to_checkpoint(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.__dict__,
+            "G": self.G.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "progress": {"step": self.step, "images_seen": self.images_seen, "order": self.order.state_dict()},
+            "rng": rng_state(),
+        }
+
+    def load_checkpoint(self, saved: dict) -> None:
+        for name in ("G", "G_ema", "D"):
+            getattr(self, name).load_state_dict(saved[name])
+        self.opt_g.load_state_dict(saved["opt_g"])
+        self.opt_d.load_state_dict(saved["opt_d"])
+        progress = saved["progress"]
+        self.step, self.images_seen = progress["step"], progress["images_seen"]
+        self.order.load_state_dict(progress["order"])
+        set_rng_state(saved["rng"])
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def model_config(config: TrainConfig) -> ModelConfig:
+    return get_architecture(config.arch).config(config.size, config.z_dim, config.width)
+
+
+def create_state(config: TrainConfig, model: ModelConfig, indices, device: torch.device) -> TrainingState:
+    """Fresh networks and optimisers; weights depend only on `config.seed`."""
+    arch = get_architecture(model.arch)
+    torch.manual_seed(config.seed)
+    G = build_generator(model).to(device)
+    D = build_discriminator(model).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    settings = arch.optimizer
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=settings.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=settings.betas)
+    order = BatchOrder(indices, config.batch or arch.batch_size, config.seed)
+    return TrainingState(config, model, G, G_ema, D, opt_g, opt_d, order)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINT_DIR / f"ckpt-{step:08d}.safetensors"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run, newest first."""
+    return sorted((run_dir / CHECKPOINT_DIR).glob("ckpt-*.safetensors"), reverse=True)
+
+
+def save_checkpoint(state: TrainingState, run_dir: Path, keep: int) -> Path:
+    path = checkpoint.save(checkpoint_path(run_dir, state.step), state.to_checkpoint(), kind="training")
+    for old in list_checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(run_dir: Path) -> tuple[Path, dict]:
+    """The newest checkpoint of `run_dir` that reads back whole; damaged ones are reported and skipped."""
+    problems = []
+    for path in list_checkpoints(run_dir):
+        try:
+            return path, checkpoint.load(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+    detail = "; ".join(problems) if problems else "none found"
+    raise CheckpointError(f"no usable checkpoint in {run_dir / CHECKPOINT_DIR}: {detail}")

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from facegan.models import (
+    ARCHITECTURES,
+    Architecture,
+    build_discriminator,
+    build_generator,
+    build_loss,
+    get_architecture,
+    latents_from_seeds,
+    register,
+)
+
+# Parameter counts (generator, discriminator) at each size with default widths.
+# dcgan at 64 px matches the pytorch/examples DCGAN exactly (3,576,704 / 2,765,568).
+PARAMETER_COUNTS = {
+    ("mlp", 32): (3_834_624, 3_803_137),
+    ("mlp", 64): (13_281_024, 13_240_321),
+    ("mlp", 128): (51_066_624, 50_989_057),
+    ("dcgan", 32): (1_068_928, 663_296),
+    ("dcgan", 64): (3_576_704, 2_765_568),
+    ("dcgan", 128): (7_772_032, 6_960_896),
+}
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("arch,size", sorted(PARAMETER_COUNTS))
+def test_shapes_ranges_and_parameter_counts(arch, size):
+    config = get_architecture(arch).config(size)
+    G, D = build_generator(config), build_discriminator(config)
+    z = torch.randn(3, config.z_dim)
+    images = G(z)
+    assert images.shape == (3, 3, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    logits = D(images)
+    assert logits.shape == (3,)
+    assert torch.isfinite(logits).all()
+    assert (count(G), count(D)) == PARAMETER_COUNTS[(arch, size)]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_loss_phases_train_both_networks(arch):
+    config = get_architecture(arch).config(32, width=8)
+    G, D, loss = build_generator(config), build_discriminator(config), build_loss(config)
+    real = torch.rand(4, 3, 32, 32) * 2 - 1
+    fake = G(torch.randn(4, config.z_dim))
+    loss_d, stats_d = loss.discriminator_loss(D, real, fake.detach(), step=0)
+    loss_d.backward()
+    assert all(p.grad is not None for p in D.parameters())
+    assert all(p.grad is None for p in G.parameters())
+    loss_g, stats_g = loss.generator_loss(D, fake, real, step=0)
+    loss_g.backward()
+    assert all(p.grad is not None for p in G.parameters())
+    assert {"loss_d", "d_real", "d_fake"} <= set(stats_d) and "loss_g" in stats_g
+    assert 0 < float(stats_d["d_real"]) < 1
+
+
+def test_unknown_architecture_lists_choices():
+    with pytest.raises(ValueError, match="unknown architecture 'stylegan9'.*dcgan.*mlp"):
+        get_architecture("stylegan9")
+
+
+def test_registering_a_name_twice_fails():
+    with pytest.raises(ValueError, match="registered twice"):
+        register(ARCHITECTURES["dcgan"])
+
+
+def test_a_new_architecture_needs_only_a_registry_entry():
+    dcgan = ARCHITECTURES["dcgan"]
+    arch = Architecture("tiny-test", "test only", dcgan.build_generator, dcgan.build_discriminator, dcgan.build_loss)
+    register(arch)
+    try:
+        config = get_architecture("tiny-test").config(32, width=4)
+        assert build_generator(config)(torch.randn(2, config.z_dim)).shape == (2, 3, 32, 32)
+    finally:
+        del ARCHITECTURES["tiny-test"]
+
+
+def test_unsupported_size_is_refused():
+    with pytest.raises(ValueError, match="size 48 is not supported"):
+        get_architecture("dcgan").config(48)
+
+
+def test_seeds_give_the_same_latent_in_any_batch():
+    together = latents_from_seeds([5, 9, 11], 100)
+    alone = latents_from_seeds([9], 100)
+    assert torch.equal(together[1], alone[0])
+    assert not torch.equal(together[0], together[1])
+    assert torch.equal(latents_from_seeds([5, 9], 100, truncation=0.0), torch.zeros(2, 100))
+    assert torch.allclose(latents_from_seeds([5], 100, truncation=0.5), together[:1] * 0.5)
+
+
+def test_seed_out_of_range():
+    with pytest.raises(ValueError, match="outside"):
+        latents_from_seeds([2**32], 10)

@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegan.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "facegan", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_shows_every_default():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    for text in ("--arch", "default: dcgan", "--kimg", "--resume", "--no-mirror", "{dcgan,mlp}"):
+        assert text in result.stdout
+
+
+def test_archs_lists_the_registry(capsys):
+    assert main(["archs"]) == 0
+    out = capsys.readouterr().out
+    assert "dcgan" in out and "mlp" in out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--data", "nowhere", "--steps", "-3"], "--steps must be positive"),
+        (["train", "--data", "/no/such/folder", "--steps", "2"], "/no/such/folder"),
+        (["train", "--steps", "2"], "--data is required"),
+        (["generate", "--checkpoint", "/no/such/ckpt", "-n", "2"], "no such checkpoint"),
+        (["generate", "--checkpoint", "x", "-n", "0"], "-n must be at least 1"),
+        (["interpolate", "--checkpoint", "x", "--seeds", "1"], "at least two seeds"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["train", "--size", "7"], ["train", "--arch", "nope"]])
+def test_out_of_range_choices_are_refused_by_the_parser(args):
+    result = run_cli(*args)
+    assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prepare_train_generate_end_to_end(face_folder, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["prepare", "--data", str(face_folder), "--size", "32", "--out", str(cache), "--workers", "1"]) == 0
+    assert "prepared 24 images at 32 px" in capsys.readouterr().out
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", str(cache), "--size", "32", "--width", "8", "--batch", "8", "--steps", "2",
+                 "--out", str(run_dir), "--no-progress"]) == 0
+    assert main(["generate", "--checkpoint", str(run_dir), "-n", "3", "--seed", "5", "--out", str(tmp_path / "f")]) == 0
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["seed0005.png", "seed0006.png", "seed0007.png"]
+    assert main(["generate", "--checkpoint", str(run_dir), "-n", "4", "--grid", str(tmp_path / "grid.png")]) == 0
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (2 * 32 + 6, 2 * 32 + 6, 3) and grid.std() > 0
+    assert main(["interpolate", "--checkpoint", str(run_dir), "--seeds", "1,2", "--frames", "4",
+                 "--out", str(tmp_path / "walk.gif")]) == 0
+    assert (tmp_path / "walk.gif").stat().st_size > 0

@@ -1,0 +1,119 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import facegan
+from facegan import checkpoint
+from facegan.checkpoint import CheckpointError
+from facegan.training.reporting import read_log
+from facegan.training.state import list_checkpoints, load_latest
+
+from ..conftest import TINY_TRAIN
+
+
+def tensors_of(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {key: f.get_tensor(key) for key in f.keys()}
+
+
+def test_short_run_writes_everything(trained_run):
+    assert [p.name for p in list_checkpoints(trained_run)] == ["ckpt-00000004.safetensors", "ckpt-00000002.safetensors"]
+    samples = sorted(p.name for p in (trained_run / "samples").glob("*.png"))
+    assert samples == ["step-00000002.png", "step-00000004.png"]
+    for name in ("progress.gif", "losses.png", "log.jsonl"):
+        assert (trained_run / name).stat().st_size > 0, name
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    log = read_log(trained_run / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(r["loss_d"] > 0 and r["loss_g"] > 0 and r["img_per_s"] > 0 for r in log)
+    assert log[-1]["kimg"] == pytest.approx(4 * 8 / 1000)
+
+
+def test_checkpoint_holds_config_models_optimizers_and_state(trained_run):
+    saved = checkpoint.load(list_checkpoints(trained_run)[0])
+    assert saved["kind"] == "training"
+    assert saved["config"]["arch"] == "dcgan" and saved["model"] == {"arch": "dcgan", "size": 32, "z_dim": 100, "width": 8}
+    assert saved["progress"]["step"] == 4 and saved["progress"]["images_seen"] == 32
+    assert saved["opt_g"]["param_groups"][0]["betas"] == [0.5, 0.999]
+    assert set(saved["opt_d"]["state"]) == set(range(len(saved["opt_d"]["param_groups"][0]["params"])))
+    assert saved["rng"]["torch"].dtype == torch.uint8
+    assert not torch.equal(saved["G"]["main.0.weight"], saved["G_ema"]["main.0.weight"])
+
+
+def test_resume_is_bit_exact(tmp_path, face_folder):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    facegan.train(face_folder, out=str(straight), steps=6, **TINY_TRAIN)
+    facegan.train(face_folder, out=str(split), steps=3, **TINY_TRAIN)
+    facegan.train(resume=split, steps=6, progress=False)
+    a, b = tensors_of(list_checkpoints(straight)[0]), tensors_of(list_checkpoints(split)[0])
+    assert a.keys() == b.keys()
+    different = [key for key in a if not torch.equal(a[key], b[key])]
+    assert different == []
+    assert [r["step"] for r in read_log(split / "log.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_without_budget_keeps_the_saved_one(tmp_path, face_folder):
+    facegan.train(face_folder, out=str(tmp_path), steps=2, **TINY_TRAIN)
+    result = facegan.train(resume=tmp_path)
+    assert result.step == 2 and result.stopped_by == "steps"
+
+
+def test_checkpoint_round_trips_nested_state(tmp_path):
+    state = {"opt": {"state": {0: {"step": torch.tensor(3.0), "m": torch.arange(4.0)}},
+                     "param_groups": [{"lr": 2e-4, "betas": (0.5, 0.999), "params": [0]}]},
+             "progress": {"step": 7, "name": "x", "none": None}}
+    path = checkpoint.save(tmp_path / "c.safetensors", state, kind="test")
+    back = checkpoint.load(path)
+    assert back["progress"] == state["progress"]
+    assert torch.equal(back["opt"]["state"][0]["m"], torch.arange(4.0))
+    assert back["opt"]["param_groups"][0]["lr"] == 2e-4
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, face_folder):
+    facegan.train(face_folder, out=str(tmp_path), steps=4, **TINY_TRAIN)
+    newest, previous = list_checkpoints(tmp_path)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    path, saved = load_latest(tmp_path)
+    assert path == previous and saved["progress"]["step"] == 2
+    with pytest.raises(CheckpointError, match=newest.name):
+        checkpoint.load(newest)
+
+
+def test_checkpoint_from_a_newer_format_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "future.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": checkpoint.FORMAT, "format_version": "99", "kind": "training"})
+    with pytest.raises(CheckpointError, match="newer facegan"):
+        checkpoint.load(path)
+
+
+def test_sigterm_saves_a_loadable_checkpoint(tmp_path, face_folder):
+    run_dir = tmp_path / "run"
+    options = {**TINY_TRAIN, "checkpoint_every": 10_000, "sample_every": 10_000}
+    args = [sys.executable, "-m", "facegan", "train", "--data", str(face_folder), "--out", str(run_dir), "--steps", "100000"]
+    args += [f"--{k.replace('_', '-')}" if v is not False else f"--no-{k.replace('_', '-')}" for k, v in options.items() if isinstance(v, bool)]
+    for key, value in options.items():
+        if not isinstance(value, bool):
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    log = run_dir / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and len(read_log(log)) >= 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "stopped (SIGTERM)" in stderr
+    path, saved = load_latest(run_dir)
+    assert 3 <= saved["progress"]["step"] < 100000
+    assert facegan.load(run_dir).generate(1)[0].size == (32, 32)
