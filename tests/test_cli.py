@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from facegan.cli import main
+from facegan.models import ARCHITECTURES
 
 
 def run_cli(*args):
@@ -15,7 +16,7 @@ def run_cli(*args):
 def test_help_shows_every_default():
     result = run_cli("train", "--help")
     assert result.returncode == 0
-    for text in ("--arch", "default: dcgan", "--kimg", "--resume", "--no-mirror", "{dcgan,mlp}"):
+    for text in ("--arch", "default: dcgan", "--kimg", "--resume", "--no-mirror", "{" + ",".join(sorted(ARCHITECTURES)) + "}"):
         assert text in result.stdout
 
 

@@ -135,7 +135,7 @@ def celeba_dir(tmp_path) -> Path:
     root = tmp_path / "celeba"
     images = root / "img_align_celeba"
     for index in range(1, 12):
-        write(images / f"{index:06d}.jpg", encode(banded_celeba_photo(index), "JPEG", quality=98))
+        write(images / f"{index:06d}.jpg", encode(banded_celeba_photo(index), "JPEG", quality=100, subsampling=0))
     codes = [0] * 6 + [1] * 2 + [2] * 2
     lines = [f"{index:06d}.jpg {code}" for index, code in enumerate(codes, start=1)]
     (root / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")

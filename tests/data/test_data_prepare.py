@@ -83,10 +83,10 @@ def test_zip_is_read_in_place_and_unsafe_members_skipped(image_zip, tmp_path):
     assert dataset.manifest["skipped"] == [{"source": "../evil.jpg", "reason": "unsafe path"}]
     assert tuple(dataset.images[1, 3, 3]) == (0, 0, 255)
     assert not (tmp_path / "evil.jpg").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "faces.zip", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.zip", "out"]
 
 
-def test_celeba_layout_gets_splits_and_the_face_crop(celeba_dir, make):
+def test_celeba_layout_gets_splits_and_the_face_crop(celeba_dir):
     dataset, _ = run(celeba_dir, size=32)
     assert dataset.manifest["layout"] == "celeba"
     assert dataset.manifest["splits"] == {"train": 7, "val": 2, "test": 2}
@@ -105,7 +105,8 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
 def test_folder_of_bad_files_is_a_clear_error_and_leaves_nothing(bad_folder, tmp_path):
     out = tmp_path / "out"
-    expected = "no usable images in .*bad: 5 skipped \\(1 corrupt, 1 empty, 1 not an image, 1 too small, 1 truncated\\)$"
+    reasons = "1 corrupt, 1 empty, 1 not an image, 1 too small, 1 truncated"
+    expected = f"no usable images in .*bad: 5 skipped \\({reasons}\\)$"
     with pytest.raises(DataError, match=expected):
         run(bad_folder, out=out)
     assert not out.exists()
@@ -127,7 +128,7 @@ def fail_if_decoding(*args, **kwargs):
 
 
 def test_second_prepare_reuses_the_cache(image_folder, monkeypatch, capsys):
-    first, _ = run(image_folder)
+    first, _ = run(image_folder, capsys)
     manifest_mtime = (first.root / "manifest.json").stat().st_mtime_ns
     monkeypatch.setattr(prepare_module, "decode_image", fail_if_decoding)
     second, message = run(image_folder, capsys)
@@ -174,7 +175,7 @@ def test_out_folder_with_foreign_files_is_refused(image_folder, tmp_path):
 
 
 def test_prepared_dir_as_data_is_opened_directly(image_folder, monkeypatch, capsys):
-    first, _ = run(image_folder)
+    first, _ = run(image_folder, capsys)
     monkeypatch.setattr(prepare_module, "decode_image", fail_if_decoding)
     again, message = run(first.root, capsys)
     assert again.root == first.root and again.content_hash == first.content_hash
@@ -213,25 +214,41 @@ def test_damaged_prepared_dir_is_reported(image_folder, tmp_path):
     assert len(dataset) == 6
 
 
-def test_process_pool_gives_the_same_result(tmp_path, make):
+def spy_on_pools(monkeypatch) -> list:
+    contexts = []
+    real_get_context = prepare_module.multiprocessing.get_context
+
+    def recording_get_context(*args):
+        contexts.append(real_get_context(*args))
+        return contexts[-1]
+
+    monkeypatch.setattr(prepare_module.multiprocessing, "get_context", recording_get_context)
+    return contexts
+
+
+def test_process_pool_gives_the_same_result(tmp_path, make, monkeypatch):
     """More than 64 images and 2 workers: decoded in a pool, same array as in-process."""
+    pools = spy_on_pools(monkeypatch)
     folder = tmp_path / "many"
     for index in range(70):
         make.write(folder / f"{index:03d}.png", make.encode(make.solid((index, 255 - index, 3 * index), 32, 32)))
     make.write(folder / "099_bad.png", b"nope")
     make.write(folder / "many.zip", b"")
     pooled, _ = run(folder, size=32, workers=2, out=tmp_path / "pooled")
+    assert len(pools) == 1
     single, _ = run(folder, size=32, workers=1, out=tmp_path / "single")
+    assert len(pools) == 1
     assert len(pooled) == 70 and pooled.content_hash == single.content_hash
     assert pooled.manifest["skipped_counts"] == {"not an image": 1}
     assert tuple(pooled.images[69, 0, 0]) == (69, 186, 207)
 
 
-def test_zip_in_a_process_pool(tmp_path, make):
+def test_zip_in_a_process_pool(tmp_path, make, monkeypatch):
+    pools = spy_on_pools(monkeypatch)
     path = tmp_path / "many.zip"
     with zipfile.ZipFile(path, "w") as archive:
         for index in range(70):
             archive.writestr(f"{index:03d}.png", make.encode(make.solid((index, 0, 0), 32, 32)))
     dataset, _ = run(path, size=32, workers=2)
-    assert len(dataset) == 70
+    assert len(pools) == 1 and len(dataset) == 70
     assert dataset.images[:, 0, 0, 0].tolist() == list(range(70))

@@ -21,6 +21,9 @@ PARAMETER_COUNTS = {
     ("dcgan", 32): (1_068_928, 663_296),
     ("dcgan", 64): (3_576_704, 2_765_568),
     ("dcgan", 128): (7_772_032, 6_960_896),
+    ("resnet", 32): (420_755, 307_473),
+    ("resnet", 64): (1_160_339, 1_228_689),
+    ("resnet", 128): (2_406_035, 2_474_385),
 }
 
 
@@ -92,6 +95,53 @@ def test_seeds_give_the_same_latent_in_any_batch():
     assert not torch.equal(together[0], together[1])
     assert torch.equal(latents_from_seeds([5, 9], 100, truncation=0.0), torch.zeros(2, 100))
     assert torch.allclose(latents_from_seeds([5], 100, truncation=0.5), together[:1] * 0.5)
+
+
+def test_every_architecture_has_recorded_parameter_counts():
+    assert {arch for arch, _ in PARAMETER_COUNTS} == set(ARCHITECTURES)
+
+
+def test_r1_penalty_is_added_on_its_schedule():
+    config = get_architecture("resnet").config(32, width=4)
+    D, loss = build_discriminator(config), build_loss(config)
+    real, fake = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
+    torch.manual_seed(0)
+    with_r1, stats = loss.discriminator_loss(D, real, fake, step=0)
+    torch.manual_seed(0)
+    without, stats_off = loss.discriminator_loss(D, real, fake, step=1)
+    assert "r1" in stats and "r1" not in stats_off
+    expected = float(stats["r1"]) * loss.r1_gamma / 2 * loss.r1_every
+    assert float((with_r1 - without).detach()) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("policy", ["color", "translation", "cutout", "color,translation,cutout"])
+def test_diff_augment_keeps_shape_and_passes_gradients(policy):
+    from facegan.models.augment import diff_augment, parse_policy
+
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    y = diff_augment(x, parse_policy(policy))
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_translation_moves_content():
+    from facegan.models.augment import translation
+
+    torch.manual_seed(3)
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 4, 4] = 1
+    moved = translation(x)
+    positions = {tuple(torch.nonzero(m[0]).tolist()[0]) for m in moved if m.sum() > 0}
+    assert len(positions) > 1 and all(abs(r - 4) <= 1 and abs(c - 4) <= 1 for r, c in positions)
+
+
+def test_unknown_augmentation_is_refused():
+    from facegan.models.augment import parse_policy
+
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        parse_policy("color,zoom")
+    assert parse_policy("none") == []
 
 
 def test_seed_out_of_range():

@@ -8,7 +8,7 @@ Typical use::
 """
 
 from facegan.data.dataset import BatchOrder, PreparedDataset, open_prepared
-from facegan.data.decode import SKIP_REASONS, decode_image
+from facegan.data.decode import SKIP_REASONS, SkippedImage, decode_image
 from facegan.data.images import make_grid, save_png, to_uint8
 from facegan.data.prepare import FORMAT_VERSION, PrepareConfig, cache_root, prepare
 from facegan.data.sources import IMAGE_EXTENSIONS, DataError
@@ -21,6 +21,7 @@ __all__ = [
     "DataError",
     "PrepareConfig",
     "PreparedDataset",
+    "SkippedImage",
     "cache_root",
     "decode_image",
     "make_grid",

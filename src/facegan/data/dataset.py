@@ -132,7 +132,7 @@ class BatchOrder:
         return len(self.indices) // self.batch_size
 
     def next_batch(self) -> np.ndarray:
-        """The next ``batch_size`` indices (int64), moving to a new epoch when the current one has no full batch left."""
+        """The next ``batch_size`` indices (int64); starts the next epoch when this one has no full batch left."""
         if self.position + self.batch_size > len(self.indices):
             self.epoch += 1
             self.position = 0

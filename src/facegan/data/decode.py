@@ -78,7 +78,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
-    """Map 16-bit greyscale 0..65535 onto 0..255 (``I`` images are read as 16-bit too, as Pillow opens some 16-bit files)."""
+    """Map 16-bit greyscale 0..65535 onto 0..255 (``I`` too: Pillow opens some 16-bit files as ``I``)."""
     values = np.asarray(image).astype(np.float64)
     scaled = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
     return Image.fromarray(scaled, "L").convert("RGB")

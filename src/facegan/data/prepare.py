@@ -58,7 +58,7 @@ class PrepareConfig:
     size: int = field(default=64, metadata={"help": "side of the square output images in pixels: 32, 64 or 128"})
     out: str | None = field(
         default=None,
-        metadata={"help": "output folder (default: a folder named after the source's fingerprint in the facegan cache)"},
+        metadata={"help": "output folder (default: a folder in the facegan cache named after the source's fingerprint)"},
     )
     min_size: int = field(default=32, metadata={"help": "skip images whose shorter side is smaller than this"})
     workers: int = field(default=0, metadata={"help": "decoding processes (0: one per CPU core, 1: no subprocesses)"})
@@ -83,7 +83,7 @@ def cache_root() -> Path:
 
 
 def source_fingerprint(source: ImageSource, size: int, min_size: int) -> str:
-    """sha256 over FORMAT_VERSION, the options, every entry's (path, byte size, mtime_ns or CRC) and the partition file."""
+    """sha256 over FORMAT_VERSION, the options, each entry's (path, byte size, mtime_ns or CRC), the partition file."""
     digest = hashlib.sha256()
     header = {"format_version": FORMAT_VERSION, "layout": source.layout, "size": size, "min_size": min_size}
     digest.update(json.dumps(header, sort_keys=True).encode() + b"\n")
@@ -194,7 +194,9 @@ def _check_output_dir(out: Path) -> None:
     ours = {MANIFEST_NAME, IMAGES_NAME}
     foreign = [p.name for p in out.iterdir() if p.name not in ours and not _is_leftover(p.name)]
     if foreign:
-        raise DataError(f"output folder {out} already holds other files (e.g. {foreign[0]}); choose an empty or new folder")
+        raise DataError(
+            f"output folder {out} already holds other files (e.g. {foreign[0]}); choose an empty or new folder"
+        )
 
 
 def _is_leftover(name: str) -> bool:
@@ -313,7 +315,9 @@ def _decode_in_worker(name: str) -> np.ndarray | str:
     return _worker_decoder(name)
 
 
-def _manifest(source: ImageSource, fingerprint: str, config: PrepareConfig, result: _DecodeResult, summary: str) -> dict:
+def _manifest(
+    source: ImageSource, fingerprint: str, config: PrepareConfig, result: _DecodeResult, summary: str
+) -> dict:
     split_counts = Counter(item["split"] for item in result.files)
     return {
         "kind": PREPARED_KIND,

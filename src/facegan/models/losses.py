@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .augment import diff_augment
+
 
 class NonSaturatingLoss:
     """The original GAN loss with the non-saturating generator objective (Goodfellow et al. 2014), as BCE on logits."""
@@ -28,4 +30,44 @@ class NonSaturatingLoss:
     def generator_loss(self, D: nn.Module, fake: Tensor, real: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         logits = D(fake)
         loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return loss, {"loss_g": loss.detach()}
+
+
+class R1Loss(NonSaturatingLoss):
+    """Non-saturating loss with a lazy R1 penalty on real images and optional DiffAugment.
+
+    R1 (Mescheder et al. 2018) penalises the discriminator's gradient on real images; computing it
+    every `r1_every` steps with its weight scaled by `r1_every` costs little and changes nothing
+    on average (lazy regularisation, Karras et al. 2020). `augment` names DiffAugment transforms
+    applied to everything the discriminator sees.
+    """
+
+    def __init__(self, r1_gamma: float = 0.05, r1_every: int = 16, augment: tuple[str, ...] = ()):
+        self.r1_gamma = r1_gamma
+        self.r1_every = r1_every
+        self.augment = list(augment)
+
+    def _scores(self, D: nn.Module, images: Tensor) -> Tensor:
+        return D(diff_augment(images, self.augment)) if self.augment else D(images)
+
+    def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        regularize = self.r1_gamma > 0 and step % self.r1_every == 0
+        real = real.detach().requires_grad_(regularize)
+        real_logits = self._scores(D, real)
+        fake_logits = self._scores(D, fake)
+        loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        stats = {
+            "loss_d": loss.detach(),
+            "d_real": torch.sigmoid(real_logits.detach()).mean(),
+            "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
+        }
+        if regularize:
+            (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+            penalty = grad.float().square().sum(dim=[1, 2, 3]).mean()
+            loss = loss + penalty * (self.r1_gamma / 2 * self.r1_every)
+            stats["r1"] = penalty.detach()
+        return loss, stats
+
+    def generator_loss(self, D: nn.Module, fake: Tensor, real: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        loss = F.softplus(-self._scores(D, fake)).mean()
         return loss, {"loss_g": loss.detach()}
