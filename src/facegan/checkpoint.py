@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
+
+from .files import write_atomically
 
 FORMAT = "facegan-checkpoint"
 FORMAT_VERSION = 1
@@ -50,29 +51,6 @@ def unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return tree
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync it, then rename over `path`.
-
-    A crash at any instant leaves either the old file or the complete new one, never a mix.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save(path: str | os.PathLike, state: dict[str, Any], kind: str) -> Path:
     """Write `state` (a tree of tensors and JSON values, top-level keys are sections) atomically."""
     path = Path(path)
@@ -80,7 +58,8 @@ def save(path: str | os.PathLike, state: dict[str, Any], kind: str) -> Path:
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind}
     for section, tree in state.items():
         metadata[section] = json.dumps(flatten(tree, section, tensors))
-    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+    data = save_safetensors(tensors, metadata=metadata)
+    write_atomically(path, lambda handle: handle.write(data), durable=True)
     return path
 
 

@@ -30,7 +30,11 @@ def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
             continue
         flags = f.metadata.get("flags", (f"--{f.name.replace('_', '-')}",))
         kind = _value_type(hints[f.name])
-        kwargs = {"dest": f.name, "default": f.default, "help": f.metadata.get("help", "")}
+        kwargs = {"dest": f.name, "help": f.metadata.get("help", "")}
+        if f.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
         if kind is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
         else:

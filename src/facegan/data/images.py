@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
+
+from facegan.files import write_atomically
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -54,20 +53,3 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
         raise ValueError(f"expected an H x W x 3 uint8 array, got {array.dtype} with shape {array.shape}")
     image = Image.fromarray(np.ascontiguousarray(array))
     return write_atomically(path, lambda handle: image.save(handle, format="PNG"))
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write`` on a new temporary file next to ``path``, then rename it to ``path``.
-
-    Readers see the old file or the complete new one, never a partial one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with open(temporary, "xb") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path

@@ -36,7 +36,7 @@ from facegan.data.dataset import (
     open_prepared,
 )
 from facegan.data.decode import SkippedImage, decode_image
-from facegan.data.images import write_atomically
+from facegan.files import write_atomically
 from facegan.data.sources import IMAGE_EXTENSIONS, DataError, ImageReader, ImageSource, SourceEntry, find_source
 
 SIZES = (32, 64, 128)

@@ -31,7 +31,7 @@ __all__ = [
 
 # KID: precompute the full kernel matrices when they hold at most this many entries in all
 # (float64: 8 bytes each).  Each subset's sums are then two matrix-vector products.
-_FULL_KERNEL_MAX_ELEMENTS = 48_000_000
+_FULL_KERNEL_MAX_ELEMENTS = 30_000_000
 
 
 def _as_2d_float64(x, name: str) -> np.ndarray:

@@ -33,6 +33,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -175,7 +176,11 @@ def load_inception(path: str | os.PathLike[str], device: str | torch.device = "c
     ``uint8 / 128 - 1``) to N x 2048 x 1 x 1 (or N x 2048) pool features.
     """
     try:
-        scripted = torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in recent torch, but it is the format these weights
+            # are distributed in; loading them still works and is all we need.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            scripted = torch.jit.load(str(path), map_location=device)
     except Exception as err:
         raise ValueError(
             f"{path} is not a TorchScript Inception file ({err}); expected "

@@ -79,7 +79,7 @@ register(
         summary="DCGAN as in the paper and pytorch/examples: transposed convs + BatchNorm, BCE loss",
         build_generator=Generator,
         build_discriminator=Discriminator,
-        build_loss=lambda config: NonSaturatingLoss(),
+        build_loss=lambda config, augment: NonSaturatingLoss(augment),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999)),
         z_dim=100,
         width=64,

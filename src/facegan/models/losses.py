@@ -12,11 +12,20 @@ from .augment import diff_augment
 
 
 class NonSaturatingLoss:
-    """The original GAN loss with the non-saturating generator objective (Goodfellow et al. 2014), as BCE on logits."""
+    """The original GAN loss with the non-saturating generator objective (Goodfellow et al. 2014), as BCE on logits.
+
+    `augment` names DiffAugment transforms applied to everything the discriminator sees.
+    """
+
+    def __init__(self, augment: list[str] | tuple[str, ...] = ()):
+        self.augment = list(augment)
+
+    def _scores(self, D: nn.Module, images: Tensor) -> Tensor:
+        return D(diff_augment(images, self.augment)) if self.augment else D(images)
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        real_logits = D(real)
-        fake_logits = D(fake)
+        real_logits = self._scores(D, real)
+        fake_logits = self._scores(D, fake)
         loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         loss = loss_real + loss_fake
@@ -28,7 +37,7 @@ class NonSaturatingLoss:
         return loss, stats
 
     def generator_loss(self, D: nn.Module, fake: Tensor, real: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = D(fake)
+        logits = self._scores(D, fake)
         loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         return loss, {"loss_g": loss.detach()}
 
@@ -38,17 +47,13 @@ class R1Loss(NonSaturatingLoss):
 
     R1 (Mescheder et al. 2018) penalises the discriminator's gradient on real images; computing it
     every `r1_every` steps with its weight scaled by `r1_every` costs little and changes nothing
-    on average (lazy regularisation, Karras et al. 2020). `augment` names DiffAugment transforms
-    applied to everything the discriminator sees.
+    on average (lazy regularisation, Karras et al. 2020).
     """
 
-    def __init__(self, r1_gamma: float = 0.05, r1_every: int = 16, augment: tuple[str, ...] = ()):
+    def __init__(self, r1_gamma: float = 0.05, r1_every: int = 16, augment: list[str] | tuple[str, ...] = ()):
+        super().__init__(augment)
         self.r1_gamma = r1_gamma
         self.r1_every = r1_every
-        self.augment = list(augment)
-
-    def _scores(self, D: nn.Module, images: Tensor) -> Tensor:
-        return D(diff_augment(images, self.augment)) if self.augment else D(images)
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         regularize = self.r1_gamma > 0 and step % self.r1_every == 0

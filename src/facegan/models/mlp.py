@@ -51,7 +51,7 @@ register(
         summary="fully-connected vanilla GAN (dense + LeakyReLU, BatchNorm in G, BCE loss): the tutorial baseline",
         build_generator=Generator,
         build_discriminator=Discriminator,
-        build_loss=lambda config: NonSaturatingLoss(),
+        build_loss=lambda config, augment: NonSaturatingLoss(augment),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999)),
         z_dim=100,
         width=64,

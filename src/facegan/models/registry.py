@@ -35,11 +35,12 @@ class Architecture:
     summary: str
     build_generator: Callable[[ModelConfig], nn.Module]
     build_discriminator: Callable[[ModelConfig], nn.Module]
-    build_loss: Callable[[ModelConfig], "object"]
+    build_loss: Callable[[ModelConfig, list[str]], "object"]
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     z_dim: int = 100
     width: int = 64
     batch_size: int = 128
+    augment: str = "none"
 
     def config(self, size: int = 64, z_dim: int | None = None, width: int | None = None) -> ModelConfig:
         """A validated ModelConfig for this architecture, filling unset fields with its defaults."""
@@ -77,5 +78,9 @@ def build_discriminator(config: ModelConfig) -> nn.Module:
     return get_architecture(config.arch).build_discriminator(config)
 
 
-def build_loss(config: ModelConfig):
-    return get_architecture(config.arch).build_loss(config)
+def build_loss(config: ModelConfig, augment: str = "auto"):
+    """The architecture's loss; `augment` is a DiffAugment policy ("color,translation"), "none", or "auto" for its default."""
+    from .augment import parse_policy
+
+    arch = get_architecture(config.arch)
+    return arch.build_loss(config, parse_policy(arch.augment if augment == "auto" else augment))

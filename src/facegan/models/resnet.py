@@ -108,7 +108,7 @@ register(
         summary="modern: residual G/D without BatchNorm, non-saturating loss + lazy R1, minibatch stddev",
         build_generator=Generator,
         build_discriminator=Discriminator,
-        build_loss=lambda config: R1Loss(r1_gamma=0.05, r1_every=16),
+        build_loss=lambda config, augment: R1Loss(r1_gamma=0.05, r1_every=16, augment=augment),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99)),
         z_dim=128,
         width=16,

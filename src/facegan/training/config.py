@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..config import option
 from ..models import ARCHITECTURES
+from ..models.augment import parse_policy
 
 DEFAULT_KIMG = 2000.0
 
@@ -28,6 +29,8 @@ class TrainConfig:
     mirror: bool = option(True, "randomly flip training faces left-right")
     ema_kimg: float = option(10.0, "half-life of the generator's moving average, in thousand images")
     ema_rampup: float = option(0.05, "early in training the EMA half-life is at most this fraction of images seen (0: off)")
+    augment: str = option("auto", "DiffAugment policy for the discriminator: auto (architecture default), none, "
+                          "or a comma list of color, translation, cutout")
     amp: str = option("off", "mixed precision for the forward passes", choices=("off", "bf16"))
     device: str = option("auto", "cpu, cuda, cuda:N, or auto")
     sample_every: int = option(500, "write a sample grid every N steps")
@@ -49,6 +52,8 @@ class TrainConfig:
         for name in ("sample_every", "checkpoint_every", "log_every", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.augment != "auto":
+            parse_policy(self.augment)
         if self.ema_kimg <= 0 or self.ema_rampup < 0:
             raise ValueError("--ema-kimg must be positive and --ema-rampup not negative")
 

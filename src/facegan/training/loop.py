@@ -176,7 +176,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
         state.load_checkpoint(saved)
     else:
         torch.manual_seed(config.seed + 1)
-    loss = build_loss(model)
+    loss = build_loss(model, config.augment)
     state.G.train()
     state.D.train()
     return run_loop(state, loss, dataset, run_dir, device, resumed=saved is not None)
