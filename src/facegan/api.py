@@ -4,10 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from PIL import Image
+
 from .data import PrepareConfig, PreparedDataset
 from .data import prepare as _prepare
+from .models import SIZES
 from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
+from .metrics.evaluate import EvalConfig, compare, file_batches, image_files, real_features, record
+from .metrics.inception import InceptionFeatures
 from .training import TrainConfig, TrainResult
 from .training import train as _train
 
@@ -81,3 +86,30 @@ def interpolate(config: InterpolateConfig) -> Path:
     generator = load(config.checkpoint, config.device)
     frames = generator.interpolate(config.seed_list(), config.frames, config.truncation, config.loop)
     return save_animation(frames, config.out, config.fps)
+
+
+def _generated_batches(generator: FaceGenerator, config: EvalConfig):
+    end = config.seed + config.n
+    for start in range(config.seed, end, config.batch_size):
+        yield generator.faces(range(start, min(start + config.batch_size, end)), config.truncation, config.batch_size)
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """FID and KID of a generator (or of a folder of images) against real photos, as `facegan eval` does."""
+    config.validate()
+    net = InceptionFeatures(config.inception, config.device, config.batch_size)
+    run_dir = None
+    if config.fake:
+        files = image_files(config.fake, config.n)
+        fake = net.extract(file_batches(files, config.batch_size), total=len(files), progress=config.progress)
+        width = Image.open(files[0]).width
+        size = width if width in SIZES else max(SIZES)
+    else:
+        generator = load(config.checkpoint, config.device)
+        fake = net.extract(_generated_batches(generator, config), total=config.n, progress=config.progress)
+        size = generator.size
+        checkpoint = Path(generator.info["checkpoint"])
+        run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    dataset = _prepare(PrepareConfig(data=config.real, size=size), progress=config.progress)
+    real = real_features(dataset, config.split, config.max_real, net, config.progress)
+    return record(compare(real, fake, config), config, run_dir)

@@ -11,6 +11,7 @@ from . import api
 from .checkpoint import CheckpointError
 from .data import DataError, PrepareConfig
 from .generate.config import GenerateConfig, InterpolateConfig
+from .metrics.evaluate import EvalConfig
 from .models import ARCHITECTURES
 from .training import TrainConfig
 
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       formatter_class=formatter)
     add_config_options(interpolate, InterpolateConfig)
 
+    evaluate = commands.add_parser("eval", help="FID and KID against real photos", formatter_class=formatter)
+    add_config_options(evaluate, EvalConfig)
+
     commands.add_parser("archs", help="list the architectures")
     return parser
 
@@ -83,6 +87,10 @@ def run(args: argparse.Namespace) -> None:
         print(paths[0] if len(paths) == 1 else f"wrote {len(paths)} faces to {paths[0].parent}")
     elif args.command == "interpolate":
         print(api.interpolate(config_from_args(InterpolateConfig, args)))
+    elif args.command == "eval":
+        result = api.evaluate(config_from_args(EvalConfig, args))
+        print(f"FID {result['fid']:.3f}  KID {result['kid_mean'] * 1000:.3f} ± {result['kid_std'] * 1000:.3f} (x1000)"
+              f"  ({result['n_fake']} generated vs {result['n_real']} real, {result['split']} split)")
     elif args.command == "archs":
         for name, arch in sorted(ARCHITECTURES.items()):
             print(f"{name:10s} {arch.summary}")
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ValueError, DataError, CheckpointError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, DataError, CheckpointError, OSError, RuntimeError) as error:
         print(f"facegan {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

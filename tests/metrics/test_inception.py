@@ -238,3 +238,9 @@ def test_thread_count_is_restored(stand_in_files):
     before = torch.get_num_threads()
     InceptionFeatures(stand_in_files["nvidia"], num_threads=1)(random_images(1))
     assert torch.get_num_threads() == before
+
+
+def test_output_is_an_ordinary_tensor(stand_in_files):
+    out = InceptionFeatures(stand_in_files["nvidia"])(random_images(2))
+    assert not out.is_inference()
+    out += 1  # in-place updates work outside inference mode

@@ -375,7 +375,10 @@ class InceptionFeatures(torch.nn.Module):
                 _exact_cuda_math(self.device):
             parts = [self._features(chunk).to(out_device)
                      for chunk in images.split(self.batch_size)]
-        return torch.cat(parts)
+            features = torch.cat(parts)
+        # Cloning outside inference mode gives callers an ordinary tensor (inference tensors
+        # refuse later in-place updates and autograd use).
+        return features.clone()
 
     def extract(self, batches: Iterable[torch.Tensor | np.ndarray], total: int | None = None,
                 progress: bool = True) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data import PrepareConfig, PreparedDataset, open_prepared, prepare
+from ..data import PrepareConfig, PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
 from . import reporting
@@ -28,6 +28,7 @@ class TrainResult:
     checkpoint: Path
     step: int
     images_seen: int
+    train_seconds: float
     stopped_by: str
 
 
@@ -39,13 +40,11 @@ def resolve_device(name: str) -> torch.device:
 
 def load_dataset(config: TrainConfig) -> PreparedDataset:
     """A prepared cache as is, or raw photos prepared on the fly (reusing a matching cache)."""
-    if (Path(config.data) / "manifest.json").is_file():
-        dataset = open_prepared(config.data)
-        if dataset.size != config.size:
-            raise ValueError(f"{config.data} is prepared at {dataset.size} px but --size is {config.size}")
-        return dataset
-    return prepare(PrepareConfig(data=config.data, size=config.size, min_size=config.min_size,
-                                 workers=config.workers), progress=config.progress)
+    dataset = prepare(PrepareConfig(data=config.data, size=config.size, min_size=config.min_size,
+                                    workers=config.workers), progress=config.progress)
+    if dataset.size != config.size:
+        raise ValueError(f"{config.data} is prepared at {dataset.size} px but --size is {config.size}")
+    return dataset
 
 
 def resume_config(run_dir: Path, overrides: TrainConfig | None) -> tuple[TrainConfig, dict]:
@@ -196,7 +195,9 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> Trai
             stopped_by = stop.signal or budget_reason(config, state, started)
             if stopped_by:
                 break
+            step_started = time.monotonic()
             stats = train_step(state, loss, real_batch(state, dataset, device), device)
+            state.train_seconds += time.monotonic() - step_started
             bar.update(1)
             if state.step % config.log_every == 0:
                 now = time.monotonic()
@@ -221,7 +222,7 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> Trai
     reporting.make_progress_gif(run_dir)
     print(f"stopped ({stopped_by}) at step {state.step}, {state.images_seen / 1000:.1f} kimg; checkpoint {path}",
           file=sys.stderr)
-    return TrainResult(run_dir, path, state.step, state.images_seen, stopped_by)
+    return TrainResult(run_dir, path, state.step, state.images_seen, state.train_seconds, stopped_by)
 
 
 def write_samples(state: TrainingState, run_dir: Path, board, device) -> None:

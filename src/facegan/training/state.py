@@ -29,6 +29,7 @@ class TrainingState:
     order: BatchOrder
     step: int = 0
     images_seen: int = 0
+    train_seconds: float = 0.0
 
     @property
     def batch(self) -> int:
@@ -43,7 +44,8 @@ class TrainingState:
             "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "progress": {"step": self.step, "images_seen": self.images_seen, "order": self.order.state_dict()},
+            "progress": {"step": self.step, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
+                         "order": self.order.state_dict()},
             "rng": rng_state(),
         }
 
@@ -54,6 +56,7 @@ class TrainingState:
         self.opt_d.load_state_dict(saved["opt_d"])
         progress = saved["progress"]
         self.step, self.images_seen = progress["step"], progress["images_seen"]
+        self.train_seconds = progress.get("train_seconds", 0.0)
         self.order.load_state_dict(progress["order"])
         set_rng_state(saved["rng"])
 
