@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .dcgan import init_weights
 from .losses import NonSaturatingLoss
-from .registry import Architecture, ModelConfig, OptimizerSettings, register
+from .registry import Architecture, ModelConfig, register
 
 
 class Generator(nn.Module):
@@ -52,9 +52,5 @@ register(
         build_generator=Generator,
         build_discriminator=Discriminator,
         build_loss=lambda config, augment: NonSaturatingLoss(augment),
-        optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999)),
-        z_dim=100,
-        width=64,
-        batch_size=128,
     )
 )
