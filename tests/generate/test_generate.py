@@ -70,3 +70,13 @@ def test_bad_requests_fail_clearly(trained_run, tmp_path):
         facegan.load(tmp_path)
     with pytest.raises(ValueError, match=".gif or .mp4"):
         facegan.interpolate(InterpolateConfig(checkpoint=str(trained_run), seeds="1,2", out=str(tmp_path / "w.avi")))
+
+
+def test_generator_only_file_makes_the_same_faces(trained_run, tmp_path):
+    from facegan.generate import save_generator
+
+    path = save_generator(trained_run, tmp_path / "g.safetensors", info={"fid": 1.5})
+    small, full = facegan.load(path), facegan.load(trained_run)
+    assert np.array_equal(small.faces([3, 4]), full.faces([3, 4]))
+    assert small.info["fid"] == 1.5
+    assert path.stat().st_size < sum(p.stat().st_size for p in (trained_run / "checkpoints").glob("*")) / 2

@@ -64,7 +64,7 @@ def inception():
     require_shared()
     from facegan.metrics import InceptionFeatures
 
-    return InceptionFeatures(INCEPTION_FILE, batch_size=BATCH)
+    return InceptionFeatures(INCEPTION_FILE)
 
 
 class FeatureCache:

@@ -92,3 +92,13 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     except CheckpointError:
         pass
     return FaceGenerator(network.to(device).eval().requires_grad_(False), model, info, device)
+
+
+def save_generator(source: str | os.PathLike, out: str | os.PathLike, info: dict | None = None) -> Path:
+    """Write only the moving-average generator of a checkpoint (plus its config and `info`) to `out`.
+
+    This is the small file to share or ship: it generates faces but cannot resume training.
+    """
+    path = resolve_checkpoint(source)
+    saved = checkpoint.load(path, sections=["model", "G_ema"])
+    return checkpoint.save(out, {"model": saved["model"], "G_ema": saved["G_ema"], "info": info or {}}, kind="generator")

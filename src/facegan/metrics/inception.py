@@ -49,6 +49,8 @@ __all__ = [
     "CACHE_ENV",
     "FEATURE_DIM",
     "INPUT_SIZE",
+    "CPU_BATCH_SIZE",
+    "GPU_BATCH_SIZE",
     "InceptionNotFoundError",
     "cache_dir",
     "find_inception",
@@ -81,6 +83,10 @@ INCEPTION_ENV = "FACEGAN_INCEPTION"
 CACHE_ENV = "FACEGAN_CACHE"
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
+#: Default images per forward pass.  On CPU small batches are faster (4-8: ~12 img/s,
+#: 64: ~8 img/s on 2 cores), on GPUs large ones.
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 64
 
 
 class InceptionNotFoundError(FileNotFoundError):
@@ -329,7 +335,9 @@ class InceptionFeatures(torch.nn.Module):
     Args:
         path: the TorchScript weights; ``None`` uses :func:`find_inception`.
         device: where the network runs.
-        batch_size: images per forward pass (larger inputs are split).
+        batch_size: images per forward pass (larger inputs are split).  ``None`` picks
+            :data:`CPU_BATCH_SIZE` on CPU, where small batches stay in cache and run ~1.5x
+            faster than 64 (measured on a 2-core AVX-512 EPYC), and 64 on GPUs.
         num_threads: CPU threads used while extracting; ``None`` picks torch's setting capped
             at the CPUs available to this process.  Restored after every call.
         channels_last: run the network on channels-last tensors (faster with oneDNN on CPU);
@@ -341,13 +349,15 @@ class InceptionFeatures(torch.nn.Module):
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 64,
+                 device: str | torch.device = "cpu", batch_size: int | None = None,
                  num_threads: int | None = None, channels_last: bool | None = None) -> None:
         super().__init__()
+        self.device = torch.device(device)
+        if batch_size is None:
+            batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else GPU_BATCH_SIZE
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.path = find_inception(path)
-        self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.num_threads = num_threads
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
