@@ -13,6 +13,7 @@ from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
 from .metrics.evaluate import EvalConfig, compare, file_batches, image_files, real_features, record
 from .metrics.inception import InceptionFeatures
+from .serve import ServeConfig
 from .training import TrainConfig, TrainResult
 from .training import train as _train
 
@@ -86,6 +87,14 @@ def interpolate(config: InterpolateConfig) -> Path:
     generator = load(config.checkpoint, config.device)
     frames = generator.interpolate(config.seed_list(), config.frames, config.truncation, config.loop)
     return save_animation(frames, config.out, config.fps)
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve the face page and its API for `config.checkpoint` (the shipped model when unset) until Ctrl-C."""
+    from .serve import run_server
+
+    config.validate()
+    run_server(load(config.checkpoint, config.device), config)
 
 
 def _generated_batches(generator: FaceGenerator, config: EvalConfig):

@@ -13,6 +13,7 @@ from .data import DataError, PrepareConfig
 from .generate.config import GenerateConfig, InterpolateConfig
 from .metrics.evaluate import EvalConfig
 from .models import ARCHITECTURES
+from .serve import ServeConfig
 from .training import TrainConfig
 
 
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="FID and KID against real photos", formatter_class=formatter)
     add_config_options(evaluate, EvalConfig)
 
+    serve = commands.add_parser("serve", help="a web page that makes faces, and its JSON/PNG API",
+                                formatter_class=formatter)
+    add_config_options(serve, ServeConfig)
+
     commands.add_parser("archs", help="list the architectures")
     return parser
 
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> None:
         result = api.evaluate(config_from_args(EvalConfig, args))
         print(f"FID {result['fid']:.3f}  KID {result['kid_mean'] * 1000:.3f} ± {result['kid_std'] * 1000:.3f} (x1000)"
               f"  ({result['n_fake']} generated vs {result['n_real']} real, {result['split']} split)")
+    elif args.command == "serve":
+        api.serve(config_from_args(ServeConfig, args))
     elif args.command == "archs":
         for name, arch in sorted(ARCHITECTURES.items()):
             print(f"{name:10s} {arch.summary}")

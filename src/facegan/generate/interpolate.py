@@ -32,15 +32,20 @@ def latent_walk(keys: torch.Tensor, frames: int, loop: bool = False) -> torch.Te
     return torch.stack([slerp(keys[i], keys[i + 1], t[j : j + 1])[0] for j, i in enumerate(index.tolist())])
 
 
+def gif_bytes(frames: np.ndarray, fps: float = 20) -> bytes:
+    """T x H x W x 3 uint8 frames as the bytes of a looping animated GIF."""
+    import imageio.v3 as iio
+
+    return iio.imwrite("<bytes>", frames, extension=".gif", duration=int(1000 / fps), loop=0)
+
+
 def save_animation(frames: np.ndarray, path: str | Path, fps: float = 20) -> Path:
     """Write T x H x W x 3 uint8 frames as an animated GIF (looping) or an MP4 (needs imageio-ffmpeg)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".gif":
-        import imageio.v3 as iio
-
-        iio.imwrite(path, frames, extension=".gif", duration=int(1000 / fps), loop=0)
+        path.write_bytes(gif_bytes(frames, fps))
     elif suffix == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401

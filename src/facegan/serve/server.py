@@ -1,0 +1,62 @@
+"""Running the app on uvicorn: bind the address, say where the page is, serve until Ctrl-C."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+import uvicorn
+
+from ..generate import FaceGenerator
+from .app import create_app
+from .config import ServeConfig
+
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost: assume it is reachable from elsewhere
+        return False
+
+
+def page_url(host: str, port: int) -> str:
+    host = WILDCARDS.get(host, host)
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning printed when the server listens on more than loopback; None when it does not."""
+    if is_loopback(host):
+        return None
+    return (f"warning: listening on {host}, not only on this machine: anyone who can reach it on port {port} "
+            "can use the page and the API (no login, no TLS). Use --host 127.0.0.1 to keep it local.")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound socket, so a taken port is an ordinary OSError here, and port 0 tells which port it got."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run_server(generator: FaceGenerator, config: ServeConfig) -> None:
+    """Serve the page for `generator` at config.host:config.port until interrupted (blocks)."""
+    config.validate()
+    app = create_app(generator)
+    with bind_socket(config.host, config.port) as sock:
+        port = sock.getsockname()[1]
+        print(f"facegan serve: open {page_url(config.host, port)}  (Ctrl-C stops)", flush=True)
+        warning = exposure_warning(config.host, port)
+        if warning:
+            print(f"facegan serve: {warning}", file=sys.stderr, flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level=config.log_level)).run(sockets=[sock])
