@@ -8,6 +8,8 @@ from PIL import Image
 
 from .data import PrepareConfig, PreparedDataset
 from .data import prepare as _prepare
+from .data.align import AlignedFace
+from .data.align import align as _align
 from .models import SIZES
 from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
@@ -44,6 +46,16 @@ def prepare(data: str | os.PathLike, size: int = 64, out: str | os.PathLike | No
     """Decode, crop and resize the photos at `data` into a uint8 cache (reused when it already matches)."""
     config = PrepareConfig(data=str(data), size=size, out=None if out is None else str(out), **options)
     return _prepare(config, progress=progress)
+
+
+def align(image, size: int = 64, **options) -> list[AlignedFace]:
+    """The faces in `image` (a path, PIL image or H x W x 3 uint8 array), largest first, each warped to the template.
+
+    >>> faces = facegan.align("party.jpg", size=128, template="ffhq")
+    >>> faces[0].image, faces[0].landmarks["eye_left"], faces[0].score, faces[0].filled
+    Options as in `facegan.data.align.AlignOptions`; needs `pip install "facegan[align]"`.
+    """
+    return _align(image, size, **options)
 
 
 def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | None = None,

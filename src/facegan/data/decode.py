@@ -48,7 +48,7 @@ def decode_image(data: bytes, size: int, min_size: int = 1) -> np.ndarray:
     """
     if not data:
         raise SkippedImage("empty")
-    image = _open_rgb(data, min_size)
+    image = open_rgb(data, min_size)
     return np.asarray(crop_and_resize(image, size), dtype=np.uint8)
 
 
@@ -84,7 +84,8 @@ def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled, "L").convert("RGB")
 
 
-def _open_rgb(data: bytes, min_size: int) -> Image.Image:
+def open_rgb(data: bytes, min_size: int = 1) -> Image.Image:
+    """Steps 1-3 of the recipe: the upright RGB image, or SkippedImage with the reason."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..config import option
+from ..data.align import FACE_CHOICES, TEMPLATE_NAMES
 from ..models import ARCHITECTURES
 from ..models.augment import parse_policy
 
@@ -39,6 +40,11 @@ class TrainConfig:
     keep: int = option(3, "keep the last K checkpoints")
     min_size: int = option(32, "when preparing raw photos: skip images smaller than this")
     workers: int = option(0, "when preparing raw photos: decoding processes (0: one per core)")
+    align: bool = option(False, "when preparing raw photos: find and align the faces (see `facegan prepare --help`)")
+    template: str = option("celeba", "with --align: celeba or ffhq face crop", choices=TEMPLATE_NAMES)
+    min_face: int = option(48, "with --align: skip faces narrower than this many pixels in the photo")
+    faces: str = option("largest", "with --align: keep the largest face of each photo, or all", choices=FACE_CHOICES)
+    margin: float = option(0.0, "with --align: widen the crop by this fraction of its side on each side")
     progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> None:
