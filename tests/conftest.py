@@ -54,9 +54,7 @@ def face_folder(tmp_path_factory) -> Path:
     return write_faces(tmp_path_factory.mktemp("faces"), 24)
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, face_folder) -> Path:
-    """A 4-step dcgan run at 32 px, shared by the generation tests."""
+def _tiny_run(tmp_path_factory, face_folder, **overrides) -> Path:
     import facegan
 
     run_dir = tmp_path_factory.mktemp("run")
@@ -64,7 +62,19 @@ def trained_run(tmp_path_factory, face_folder) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("FACEGAN_CACHE", str(cache))
     try:
-        facegan.train(face_folder, out=str(run_dir), steps=4, **TINY_TRAIN)
+        facegan.train(face_folder, out=str(run_dir), steps=4, **{**TINY_TRAIN, **overrides})
     finally:
         mp.undo()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, face_folder) -> Path:
+    """A 4-step dcgan run at 32 px, shared by the generation tests."""
+    return _tiny_run(tmp_path_factory, face_folder)
+
+
+@pytest.fixture(scope="session")
+def resnet_run(tmp_path_factory, face_folder) -> Path:
+    """A 4-step resnet run at 32 px (no BatchNorm; its discriminator mixes images through minibatch stddev)."""
+    return _tiny_run(tmp_path_factory, face_folder, arch="resnet")

@@ -4,8 +4,8 @@
     run = facegan.train("photos/", arch="dcgan", minutes=30, out="runs/mine")
     faces = facegan.load("runs/mine").generate(16, seed=0)
 """
-from .api import align, generate, interpolate, load, prepare, train
+from .api import align, export, generate, interpolate, load, prepare, score, train
 from .generate import FaceGenerator
 
 __version__ = "0.1.0"
-__all__ = ["FaceGenerator", "__version__", "align", "generate", "interpolate", "load", "prepare", "train"]
+__all__ = ["FaceGenerator", "__version__", "align", "export", "generate", "interpolate", "load", "prepare", "score", "train"]

@@ -13,8 +13,10 @@ from .data.align import align as _align
 from .models import SIZES
 from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
+from .generate.export import ExportConfig, export_generator
 from .metrics.evaluate import EvalConfig, compare, file_batches, image_files, real_features, record
 from .metrics.inception import InceptionFeatures
+from .metrics.score import ScoreConfig, ScoreResult, score_images
 from .serve import ServeConfig
 from .training import TrainConfig, TrainResult
 from .training import train as _train
@@ -107,6 +109,25 @@ def serve(config: ServeConfig) -> None:
 
     config.validate()
     run_server(load(config.checkpoint, config.device), config)
+
+
+def score(checkpoint: str | os.PathLike | None = None, images=(), *, config: ScoreConfig | None = None,
+          **options) -> ScoreResult:
+    """P(real photo) per image from the discriminator of a training checkpoint, as `facegan score` does.
+
+    >>> result = facegan.score("runs/mine", ["photos/", "faces/seed0001.png"])
+    >>> result.mean, result.above_threshold, result.scores[0].probability
+    """
+    if config is None:
+        paths = [images] if isinstance(images, (str, os.PathLike)) else images
+        config = ScoreConfig(checkpoint=str(checkpoint or ""), images=tuple(map(str, paths)), **options)
+    return score_images(config)
+
+
+def export(config: ExportConfig) -> Path:
+    """Write the moving-average generator as ONNX or TorchScript (latents -> images, any batch size)."""
+    config.validate()
+    return export_generator(load(config.checkpoint), config)
 
 
 def _generated_batches(generator: FaceGenerator, config: EvalConfig):

@@ -11,7 +11,9 @@ from . import api
 from .checkpoint import CheckpointError
 from .data import DataError, PrepareConfig
 from .generate.config import GenerateConfig, InterpolateConfig
+from .generate.export import ExportConfig
 from .metrics.evaluate import EvalConfig
+from .metrics.score import ScoreConfig
 from .models import ARCHITECTURES
 from .serve import ServeConfig
 from .training import TrainConfig
@@ -72,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="FID and KID against real photos", formatter_class=formatter)
     add_config_options(evaluate, EvalConfig)
 
+    score = commands.add_parser("score", help="P(real photo) of images by a training checkpoint's discriminator",
+                                formatter_class=formatter)
+    add_config_options(score, ScoreConfig, skip=("images",))
+    score.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders (searched recursively) or .zip files")
+
+    export = commands.add_parser("export", help="the generator as an ONNX or TorchScript file", formatter_class=formatter)
+    add_config_options(export, ExportConfig)
+
     serve = commands.add_parser("serve", help="a web page that makes faces, and its JSON/PNG API",
                                 formatter_class=formatter)
     add_config_options(serve, ServeConfig)
@@ -98,6 +108,15 @@ def run(args: argparse.Namespace) -> None:
               f"  ({result['n_fake']} generated vs {result['n_real']} real, {result['split']} split)")
     elif args.command == "serve":
         api.serve(config_from_args(ServeConfig, args))
+    elif args.command == "score":
+        result = api.score(config=config_from_args(ScoreConfig, args))
+        for item in result.scores:
+            print(f"{item.probability:.3f}  {item.source}")
+        for source, reason in result.skipped:
+            print(f"skipped  {source}: {reason}")
+        print(result.summary())
+    elif args.command == "export":
+        print(api.export(config_from_args(ExportConfig, args)))
     elif args.command == "archs":
         for name, arch in sorted(ARCHITECTURES.items()):
             print(f"{name:10s} {arch.summary}")

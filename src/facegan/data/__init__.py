@@ -9,7 +9,7 @@ Typical use::
 
 from facegan.data.dataset import BatchOrder, PreparedDataset, open_prepared
 from facegan.data.decode import SKIP_REASONS, SkippedImage, decode_image
-from facegan.data.images import make_grid, save_png, to_uint8
+from facegan.data.images import make_grid, save_png, to_model_input, to_uint8
 from facegan.data.prepare import FORMAT_VERSION, PrepareConfig, cache_root, prepare
 from facegan.data.sources import IMAGE_EXTENSIONS, DataError
 
@@ -28,5 +28,6 @@ __all__ = [
     "open_prepared",
     "prepare",
     "save_png",
+    "to_model_input",
     "to_uint8",
 ]

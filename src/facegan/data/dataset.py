@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegan.data.images import to_model_input
 from facegan.data.sources import SPLITS, DataError
 
 FORMAT_VERSION = 1
@@ -60,8 +61,7 @@ class PreparedDataset:
     def load_batch(self, indices) -> torch.Tensor:
         """The images at ``indices`` as a float32 N x 3 x H x W tensor in [-1, 1] (``x / 127.5 - 1``)."""
         index_array = np.asarray(indices, dtype=np.int64).reshape(-1)
-        pixels = np.asarray(self.images[index_array]).transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).div_(127.5).sub_(1.0)
+        return to_model_input(np.asarray(self.images[index_array]))
 
 
 def is_prepared_dir(path: str | os.PathLike) -> bool:

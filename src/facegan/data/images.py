@@ -16,12 +16,23 @@ from facegan.files import write_atomically
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """N x 3 x H x W floats in [-1, 1] -> N x H x W x 3 uint8, as ``(x + 1) * 127.5`` rounded and clamped.
 
-    A single 3 x H x W image gives H x W x 3. The inverse of ``PreparedDataset.load_batch``.
+    A single 3 x H x W image gives H x W x 3. The inverse of ``to_model_input``.
     """
     if images.dim() not in (3, 4) or images.shape[-3] != 3:
         raise ValueError(f"expected N x 3 x H x W (or 3 x H x W) images, got shape {tuple(images.shape)}")
     pixels = images.detach().to("cpu", torch.float32).add(1.0).mul_(127.5).round_().clamp_(0, 255)
     return pixels.to(torch.uint8).movedim(-3, -1).contiguous().numpy()
+
+
+def to_model_input(pixels: np.ndarray) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> float32 N x 3 x H x W in [-1, 1] (``x / 127.5 - 1``): how networks see images.
+
+    The inverse of ``to_uint8`` (up to rounding).
+    """
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"expected N x H x W x 3 images, got shape {pixels.shape}")
+    channels_first = np.ascontiguousarray(np.asarray(pixels).transpose(0, 3, 1, 2))
+    return torch.from_numpy(channels_first).to(torch.float32).div_(127.5).sub_(1.0)
 
 
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2) -> np.ndarray:

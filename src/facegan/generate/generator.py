@@ -11,24 +11,10 @@ import torch
 from PIL import Image
 
 from .. import checkpoint
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, resolve_checkpoint
 from ..data.images import make_grid, to_uint8
 from ..models import ModelConfig, build_generator, latents_from_seeds
-
-CHECKPOINT_GLOB = "checkpoints/ckpt-*.safetensors"
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file as is; a run directory gives its newest checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(path.glob(CHECKPOINT_GLOB), reverse=True)
-        if not found:
-            raise CheckpointError(f"{path}: run directory holds no checkpoint ({CHECKPOINT_GLOB})")
-        return found[0]
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
-    return path
+from .display import Animation, Faces
 
 
 @dataclass
@@ -59,20 +45,21 @@ class FaceGenerator:
     def faces(self, seeds: Iterable[int], truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
         return self.images_from_latents(latents_from_seeds(seeds, self.z_dim, truncation), batch_size)
 
-    def generate(self, n: int = 1, seed: int = 0, truncation: float = 1.0, batch_size: int = 64) -> list[Image.Image]:
-        """`n` faces as PIL images, for seeds seed .. seed+n-1."""
-        return [Image.fromarray(face) for face in self.faces(range(seed, seed + n), truncation, batch_size)]
+    def generate(self, n: int = 1, seed: int = 0, truncation: float = 1.0, batch_size: int = 64) -> Faces:
+        """`n` faces as a list of PIL images (shown as thumbnails in Jupyter), for seeds seed .. seed+n-1."""
+        seeds = range(seed, seed + n)
+        return Faces([Image.fromarray(face) for face in self.faces(seeds, truncation, batch_size)], seeds)
 
     def grid(self, n: int = 16, seed: int = 0, truncation: float = 1.0, ncols: int | None = None) -> Image.Image:
         return Image.fromarray(make_grid(self.faces(range(seed, seed + n), truncation), ncols=ncols))
 
     def interpolate(self, seeds: Sequence[int], frames: int = 60, truncation: float = 1.0, loop: bool = False,
-                    batch_size: int = 64) -> np.ndarray:
-        """`frames` faces walking through the latents of `seeds` along great circles (slerp)."""
+                    batch_size: int = 64) -> Animation:
+        """`frames` faces walking through the latents of `seeds` along great circles (slerp); plays in Jupyter."""
         from .interpolate import latent_walk
 
         keys = latents_from_seeds(seeds, self.z_dim, truncation)
-        return self.images_from_latents(latent_walk(keys, frames, loop), batch_size)
+        return Animation(self.images_from_latents(latent_walk(keys, frames, loop), batch_size))
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> FaceGenerator:

@@ -1,0 +1,28 @@
+"""examples/quickstart.ipynb runs from top to bottom without an error and shows its images inline."""
+from pathlib import Path
+
+import pytest
+
+from facegan.api import PRETRAINED_DIR, DEFAULT_MODEL
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
+
+
+def test_quickstart_notebook_runs(tmp_path):
+    nbformat = pytest.importorskip("nbformat", reason="notebook tests need the test extra (nbformat, nbclient, ipykernel)")
+    nbclient = pytest.importorskip("nbclient", reason="notebook tests need the test extra (nbformat, nbclient, ipykernel)")
+    pytest.importorskip("ipykernel", reason="notebook tests need the test extra (nbformat, nbclient, ipykernel)")
+    if not (PRETRAINED_DIR / DEFAULT_MODEL).exists():
+        pytest.skip(f"the notebook loads the shipped model, and {PRETRAINED_DIR / DEFAULT_MODEL} is missing")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
+        "commit the notebook with its outputs cleared"
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    shown = [output.get("data", {}) for output in outputs if output.output_type == "execute_result"]
+    assert any("image/png" in data for data in shown), "the grid shows as an image"
+    assert any("data:image/gif;base64" in data.get("text/html", "") for data in shown), "the walk plays as a GIF"
+    printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
+    assert printed.count("mean P(real)") == 2
+    assert not list(tmp_path.iterdir()), "the notebook cleans up after itself"
