@@ -4,9 +4,15 @@ Loading never unpickles anything: safetensors holds only raw tensors, and everyt
 (configs, step counters, optimiser hyper-parameters, data order) is JSON in the header.
 Nested state (an optimiser's `state_dict()`, say) is split into a JSON tree whose tensor
 leaves point at named tensors, so any mix of tensors and plain values round-trips exactly.
+
+Since format 2 the metadata holds a sha256 checksum of everything else in the file (the header
+without the checksum, as canonical JSON, then the tensor bytes); loading verifies it, so a
+truncated, bit-flipped or otherwise damaged file is refused by name. Format 1 files (no checksum)
+still load.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,25 +25,14 @@ from safetensors.torch import save as save_safetensors
 from .files import write_atomically
 
 FORMAT = "facegan-checkpoint"
-FORMAT_VERSION = 1
-CHECKPOINT_GLOB = "checkpoints/ckpt-*.safetensors"
+FORMAT_VERSION = 2  # 2: sha256 checksum in the metadata
+CHECKSUM_KEY = "checksum"
+_CHECKSUM_PLACEHOLDER = "sha256:" + "0" * 64
+_READ_CHUNK = 1 << 20
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit; the message names the file and the problem."""
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file as is; a run directory gives its newest checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(path.glob(CHECKPOINT_GLOB), reverse=True)
-        if not found:
-            raise CheckpointError(f"{path}: run directory holds no checkpoint ({CHECKPOINT_GLOB})")
-        return found[0]
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
-    return path
 
 
 def flatten(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -72,34 +67,95 @@ def save(path: str | os.PathLike, state: dict[str, Any], kind: str) -> Path:
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind}
     for section, tree in state.items():
         metadata[section] = json.dumps(flatten(tree, section, tensors))
-    data = save_safetensors(tensors, metadata=metadata)
-    write_atomically(path, lambda handle: handle.write(data), durable=True)
+    metadata[CHECKSUM_KEY] = _CHECKSUM_PLACEHOLDER
+    data = memoryview(save_safetensors(tensors, metadata=metadata))
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    header = _with_checksum(bytes(data[:header_end]), data[header_end:])
+
+    def write(handle) -> None:
+        handle.write(header)
+        handle.write(data[header_end:])
+
+    write_atomically(path, write, durable=True)
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+def _with_checksum(header: bytes, payload) -> bytes:
+    """`header` (the length prefix and JSON) with the placeholder replaced by the real checksum, same length."""
+    placeholder = _CHECKSUM_PLACEHOLDER.encode()
+    assert header.count(placeholder) == 1, "checksum placeholder must occur exactly once"
+    digest = content_digest(json.loads(header[8:]), [payload])
+    return header.replace(placeholder, digest.encode())
+
+
+def content_digest(header: dict, payload_chunks) -> str:
+    """sha256 over the header minus its checksum (canonical JSON) and then the tensor bytes."""
+    metadata = {k: v for k, v in header.get("__metadata__", {}).items() if k != CHECKSUM_KEY}
+    digest = hashlib.sha256(json.dumps({**header, "__metadata__": metadata}, sort_keys=True).encode())
+    for chunk in payload_chunks:
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def read_metadata(path: str | os.PathLike, verify: bool = True) -> dict[str, str]:
+    """The metadata of a checkpoint, after checking that the file is whole (and its checksum, with `verify`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as error:  # safetensors raises several types for damaged headers
-        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a facegan checkpoint")
-    version = int(metadata.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: written by a newer facegan (format {version}, this one reads up to {FORMAT_VERSION}); upgrade facegan"
-        )
+    with open(path, "rb") as handle:
+        header = _read_header(path, handle)
+        metadata = header.get("__metadata__") or {}
+        if metadata.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a facegan checkpoint")
+        version = _format_version(path, metadata)
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: written by a newer facegan (format {version}, this one reads up to {FORMAT_VERSION}); upgrade facegan"
+            )
+        if verify and version >= 2:
+            _verify_checksum(path, handle, header, metadata)
     return metadata
+
+
+def _read_header(path: Path, handle) -> dict:
+    """The parsed safetensors header; refuses empty, truncated and malformed files by name."""
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    prefix = handle.read(8)
+    length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+    if length < 2 or 8 + length > size:
+        raise CheckpointError(f"{path}: truncated or not a checkpoint ({size} bytes, no complete header)")
+    try:
+        header = json.loads(handle.read(length))
+        data_end = max((int(info["data_offsets"][1]) for key, info in header.items() if key != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"{path}: damaged checkpoint header ({error})") from None
+    if 8 + length + data_end > size:
+        raise CheckpointError(f"{path}: truncated: {size} bytes, the header promises {8 + length + data_end}")
+    return header
+
+
+def _format_version(path: Path, metadata: dict) -> int:
+    try:
+        return int(metadata.get("format_version", "0"))
+    except ValueError:
+        raise CheckpointError(f"{path}: damaged checkpoint (format version {metadata.get('format_version')!r})") from None
+
+
+def _verify_checksum(path: Path, handle, header: dict, metadata: dict) -> None:
+    expected = metadata.get(CHECKSUM_KEY)
+    if not expected:
+        raise CheckpointError(f"{path}: damaged checkpoint (its checksum is missing)")
+    actual = content_digest(header, iter(lambda: handle.read(_READ_CHUNK), b""))
+    if actual != expected:
+        raise CheckpointError(f"{path}: damaged checkpoint (checksum mismatch: the file changed after it was written)")
 
 
 def load(path: str | os.PathLike, sections: list[str] | None = None) -> dict[str, Any]:
     """Read a checkpoint back into nested state; `sections` limits which ones (and their tensors) are loaded."""
     metadata = read_metadata(path)
-    wanted = sections or [key for key in metadata if key not in ("format", "format_version", "kind")]
+    wanted = sections or [key for key in metadata if key not in ("format", "format_version", "kind", CHECKSUM_KEY)]
     missing = [name for name in wanted if name not in metadata]
     if missing:
         raise CheckpointError(f"{path}: checkpoint has no {', '.join(missing)} (it is a {metadata['kind']!r} checkpoint)")

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 from ..data import PrepareConfig, PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
-from . import reporting
+from . import guard, reporting
 from .config import TrainConfig
-from .state import TrainingState, create_state, load_latest, model_config, save_checkpoint
+from .state import TrainingState, create_state, load_latest, model_config
 
 SAMPLE_SEEDS = range(64)
 
@@ -51,7 +51,7 @@ def load_dataset(config: TrainConfig) -> PreparedDataset:
 
 def resume_config(run_dir: Path, overrides: TrainConfig | None) -> tuple[TrainConfig, dict]:
     """The saved config of `run_dir`, with budgets (and progress display) taken from `overrides` when given."""
-    path, saved = load_latest(run_dir)
+    path, saved = load_latest(run_dir, resuming=True)
     print(f"resuming from {path}", file=sys.stderr)
     config = TrainConfig.from_dict(saved["config"])
     config.out = str(run_dir)
@@ -199,6 +199,7 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> Trai
                 break
             step_started = time.monotonic()
             stats = train_step(state, loss, real_batch(state, dataset, device), device)
+            guard.check_losses(stats, state.step, run_dir)
             state.train_seconds += time.monotonic() - step_started
             bar.update(1)
             if state.step % config.log_every == 0:
@@ -214,11 +215,11 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> Trai
             if state.step % config.sample_every == 0:
                 write_samples(state, run_dir, board, device)
             if state.step % config.checkpoint_every == 0:
-                save_checkpoint(state, run_dir, config.keep)
+                guard.save(state, run_dir, config.keep)
     bar.close()
     if not reporting.sample_path(run_dir, state.step).exists():
         write_samples(state, run_dir, board, device)
-    path = save_checkpoint(state, run_dir, config.keep)
+    path = guard.save(state, run_dir, config.keep)
     board.close()
     reporting.plot_losses(run_dir)
     reporting.make_progress_gif(run_dir)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,18 +104,57 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def save_checkpoint(state: TrainingState, run_dir: Path, keep: int) -> Path:
     path = checkpoint.save(checkpoint_path(run_dir, state.step), state.to_checkpoint(), kind="training")
-    for old in list_checkpoints(run_dir)[keep:]:
+    for old in [p for p in list_checkpoints(run_dir) if p != path][keep - 1:]:  # never the one just written
         old.unlink(missing_ok=True)
     return path
 
 
-def load_latest(run_dir: Path) -> tuple[Path, dict]:
-    """The newest checkpoint of `run_dir` that reads back whole; damaged ones are reported and skipped."""
+def load_latest(run_dir: Path, resuming: bool = False) -> tuple[Path, dict]:
+    """The newest checkpoint of `run_dir` that reads back whole and fits its model; others are reported and skipped.
+
+    With `resuming`, skipped files are renamed to `*.unusable` (kept for inspection, but never again
+    taken for the newest checkpoint or counted by `--keep`) and temporary files left by a killed
+    write are removed.
+    """
+    if resuming:
+        for leftover in (run_dir / CHECKPOINT_DIR).glob(".ckpt-*.partial"):
+            leftover.unlink(missing_ok=True)
     problems = []
     for path in list_checkpoints(run_dir):
         try:
-            return path, checkpoint.load(path)
+            saved = checkpoint.load(path)
+            check_fits(path, saved)
+            return path, saved
         except CheckpointError as error:
             problems.append(str(error))
+            print(f"skipping checkpoint: {error}", file=sys.stderr)
+            if resuming:
+                _set_aside(path)
     detail = "; ".join(problems) if problems else "none found"
     raise CheckpointError(f"no usable checkpoint in {run_dir / CHECKPOINT_DIR}: {detail}")
+
+
+def check_fits(path: Path, saved: dict) -> None:
+    """Raise CheckpointError unless `saved` is a training checkpoint whose tensors fit the model it names."""
+    if saved.get("kind") != "training":
+        raise CheckpointError(f"{path}: a {saved.get('kind')!r} checkpoint, not a training checkpoint; cannot resume from it")
+    try:
+        model = ModelConfig(**saved["model"])
+        with torch.device("meta"):  # shapes only, no memory
+            networks = {"G": build_generator(model), "D": build_discriminator(model)}
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: unusable model description ({error})") from None
+    for name, network in (("G", networks["G"]), ("G_ema", networks["G"]), ("D", networks["D"])):
+        expected = {key: tuple(value.shape) for key, value in network.state_dict().items()}
+        found = {key: tuple(value.shape) for key, value in saved.get(name, {}).items()}
+        if found != expected:
+            different = sorted(set(expected.items()) ^ set(found.items()))[0][0]
+            raise CheckpointError(f"{path}: {name} weights do not fit the {model.arch} model it names "
+                                  f"({model.size} px, width {model.width}; e.g. {different!r} differs)")
+
+
+def _set_aside(path: Path) -> None:
+    try:
+        path.rename(path.with_name(path.name + ".unusable"))
+    except OSError:  # a read-only run directory: leave it, it is skipped again next time
+        pass

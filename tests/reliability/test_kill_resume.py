@@ -1,0 +1,18 @@
+"""SIGKILL at random instants, checkpoint writes included: --resume always continues exactly."""
+import pytest
+
+from .faults import kill_delays, kill_trial, reference_run
+
+TRIALS = 20
+STEPS = 8
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_instants_then_resume_matches_an_uninterrupted_run(tmp_path, prepared_faces, one_thread):
+    reference = reference_run(prepared_faces, tmp_path / "reference", STEPS)
+    trials = [kill_trial(prepared_faces, tmp_path / f"trial{i:02d}", reference, delay)
+              for i, delay in enumerate(kill_delays(TRIALS, reference.seconds, seed=5))]
+    failed = [trial for trial in trials if not trial.survived]
+    assert failed == []
+    assert sum(trial.killed for trial in trials) >= TRIALS // 2  # most kills land before the run ends
+    assert any(trial.resumed_from is not None and trial.resumed_from < STEPS for trial in trials)
