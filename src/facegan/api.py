@@ -10,6 +10,7 @@ from .data import PrepareConfig, PreparedDataset
 from .data import prepare as _prepare
 from .data.align import AlignedFace
 from .data.align import align as _align
+from .config import command_line
 from .models import SIZES
 from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
@@ -20,6 +21,7 @@ from .metrics.score import ScoreConfig, ScoreResult, score_images
 from .serve import ServeConfig
 from .training import TrainConfig, TrainResult
 from .training import train as _train
+from .training.distributed import launch
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = "celeba64.safetensors"
@@ -73,6 +75,14 @@ def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | 
     if config is None:
         raise ValueError("train needs data (a folder of face photos) or resume (a run directory)")
     return _train(config)
+
+
+def train_on_processes(nproc: int, config: TrainConfig, resume: str | os.PathLike | None = None) -> None:
+    """Train as `train` does, in `nproc` DistributedDataParallel processes on this machine (torchrun's launcher)."""
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+    args = ["train", *command_line(config), *(["--resume", str(resume)] if resume is not None else [])]
+    launch(nproc, args)
 
 
 def generate(config: GenerateConfig) -> list[Path]:

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(train, TrainConfig)
     train.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue this run exactly where its last checkpoint left off; only budgets may change")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N DistributedDataParallel processes on this machine (one per GPU); "
+                            "--batch is then the global batch")
 
     generate = commands.add_parser("generate", help="write faces as PNGs or a grid", formatter_class=formatter)
     add_config_options(generate, GenerateConfig)
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> None:
     if args.command == "prepare":
         dataset = api.prepare(**dataclasses.asdict(config_from_args(PrepareConfig, args)))
         print(f"prepared {len(dataset)} images at {dataset.size} px in {dataset.root}")
+    elif args.command == "train" and args.nproc != 1:
+        api.train_on_processes(args.nproc, config_from_args(TrainConfig, args), args.resume)
     elif args.command == "train":
         result = api.train(config=config_from_args(TrainConfig, args), resume=args.resume)
         print(f"run directory: {result.run_dir}\ncheckpoint: {result.checkpoint}")

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 from ..data import PrepareConfig, PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
-from . import guard, reporting
+from . import distributed, guard, reporting
 from .config import TrainConfig
-from .state import TrainingState, create_state, load_latest, model_config
+from .state import TrainingState, checkpoint_path, create_state, load_latest, model_config
 
 SAMPLE_SEEDS = range(64)
 
@@ -91,33 +91,33 @@ def autocast(config: TrainConfig, device: torch.device):
 
 
 def real_batch(state: TrainingState, dataset: PreparedDataset, device: torch.device) -> torch.Tensor:
-    real = dataset.load_batch(state.order.next_batch()).to(device, non_blocking=True)
+    real = dataset.load_batch(distributed.local_part(state.order.next_batch())).to(device, non_blocking=True)
     if state.config.mirror:
-        flip = torch.rand(real.shape[0], device=device) < 0.5
+        flip = distributed.local_part(torch.rand(state.batch, device=device)) < 0.5
         real = torch.where(flip.view(-1, 1, 1, 1), real.flip(3), real)
     return real
 
 
 def train_step(state: TrainingState, loss, real: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
     """One discriminator update then one generator update on the same fakes, as in DCGAN."""
-    z = torch.randn(real.shape[0], state.model.z_dim, device=device)
+    z = distributed.local_part(torch.randn(state.batch, state.model.z_dim, device=device))
     with autocast(state.config, device):
-        fake = state.G(z)
+        fake = state.G_train(z)
         set_requires_grad(state.D, True)
         state.opt_d.zero_grad(set_to_none=True)
-        loss_d, stats_d = loss.discriminator_loss(state.D, real, fake.detach(), state.step)
+        loss_d, stats_d = loss.discriminator_loss(state.D_train, real, fake.detach(), state.step)
     loss_d.backward()
     state.opt_d.step()
 
     set_requires_grad(state.D, False)
     state.opt_g.zero_grad(set_to_none=True)
-    with autocast(state.config, device):
+    with autocast(state.config, device):  # D is frozen here: the unwrapped D, no gradients of its own to sync
         loss_g, stats_g = loss.generator_loss(state.D, fake, real, state.step)
     loss_g.backward()
     state.opt_g.step()
 
     state.step += 1
-    state.images_seen += real.shape[0]
+    state.images_seen += state.batch
     update_ema(state)
     return {**stats_d, **stats_g}
 
@@ -160,24 +160,27 @@ def budget_reason(config: TrainConfig, state: TrainingState, started: float) -> 
     return None
 
 
+@distributed.in_process_group
 def train(config: TrainConfig | None = None, resume: str | Path | None = None) -> TrainResult:
     """Train a GAN from `config`, or continue the run in `resume` (budgets from `config` if given)."""
     saved = None
     if resume is not None:
-        config, saved = resume_config(Path(resume), config)
+        config, saved = distributed.from_main(resume_config, Path(resume), config)
     config.validate()
     run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    device = distributed.rank_device(resolve_device(config.device))
 
-    dataset = load_dataset(config)
+    with distributed.main_first():
+        dataset = load_dataset(config)
     model = model_config(config)
     state = create_state(config, model, dataset.split_indices(config.split), device)
     if saved is not None:
         state.load_checkpoint(saved)
     else:
         torch.manual_seed(config.seed + 1)
-    loss = build_loss(model, config.augment)
+    loss = distributed.parallelise(state, build_loss(model, config.augment), device)
     state.G.train()
     state.D.train()
     return run_loop(state, loss, dataset, run_dir, device, resumed=saved is not None)
@@ -185,16 +188,17 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
 
 def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> TrainResult:
     config = state.config
-    log = reporting.LossLog(run_dir, resume_step=state.step if resumed else None)
-    board = reporting.TensorBoard(run_dir, purge_step=state.step + 1 if resumed else None)
+    main = distributed.is_main()  # only rank 0 writes files
+    log = reporting.LossLog(run_dir, resume_step=state.step if resumed else None) if main else None
+    board = reporting.TensorBoard(run_dir, purge_step=state.step + 1 if resumed else None) if main else None
     started = time.monotonic()
     last_log_time, last_log_images = started, state.images_seen
     total = config.steps
-    bar = tqdm(total=total, initial=state.step, disable=not config.progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state.step, disable=not (config.progress and main), unit="step", dynamic_ncols=True)
     stopped_by = None
     with StopFlag() as stop:
         while True:
-            stopped_by = stop.signal or budget_reason(config, state, started)
+            stopped_by = distributed.agree_on_stop(stop.signal or budget_reason(config, state, started), device)
             if stopped_by:
                 break
             step_started = time.monotonic()
@@ -203,6 +207,8 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> Trai
             state.train_seconds += time.monotonic() - step_started
             bar.update(1)
             if state.step % config.log_every == 0:
+                stats = distributed.mean_over_ranks(stats)
+            if main and state.step % config.log_every == 0:
                 now = time.monotonic()
                 rate = (state.images_seen - last_log_images) / max(now - last_log_time, 1e-9)
                 last_log_time, last_log_images = now, state.images_seen
@@ -212,20 +218,27 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> Trai
                 board.scalars(state.step, {f"loss/{k}": v for k, v in record.items() if k.startswith("loss")})
                 board.scalars(state.step, {"speed/img_per_s": rate})
                 bar.set_postfix(img_s=f"{rate:.0f}", D=f"{record['loss_d']:.3f}", G=f"{record['loss_g']:.3f}")
-            if state.step % config.sample_every == 0:
+            if main and state.step % config.sample_every == 0:
                 write_samples(state, run_dir, board, device)
-            if state.step % config.checkpoint_every == 0:
+            if main and state.step % config.checkpoint_every == 0:
                 guard.save(state, run_dir, config.keep)
     bar.close()
+    path = finish_run(state, run_dir, board, device, stopped_by) if main else checkpoint_path(run_dir, state.step)
+    distributed.barrier()
+    return TrainResult(run_dir, path, state.step, state.images_seen, state.train_seconds, stopped_by)
+
+
+def finish_run(state: TrainingState, run_dir: Path, board, device, stopped_by: str) -> Path:
+    """The last samples and checkpoint, the loss plot and the progress GIF; returns the checkpoint."""
     if not reporting.sample_path(run_dir, state.step).exists():
         write_samples(state, run_dir, board, device)
-    path = guard.save(state, run_dir, config.keep)
+    path = guard.save(state, run_dir, state.config.keep)
     board.close()
     reporting.plot_losses(run_dir)
     reporting.make_progress_gif(run_dir)
     print(f"stopped ({stopped_by}) at step {state.step}, {state.images_seen / 1000:.1f} kimg; checkpoint {path}",
           file=sys.stderr)
-    return TrainResult(run_dir, path, state.step, state.images_seen, state.train_seconds, stopped_by)
+    return path
 
 
 def write_samples(state: TrainingState, run_dir: Path, board, device) -> None:

@@ -31,9 +31,17 @@ class TrainingState:
     step: int = 0
     images_seen: int = 0
     train_seconds: float = 0.0
+    # What the training step runs: G and D themselves, or under torchrun their DistributedDataParallel wrappers.
+    G_train: nn.Module | None = None
+    D_train: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.G_train = self.G if self.G_train is None else self.G_train
+        self.D_train = self.D if self.D_train is None else self.D_train
 
     @property
     def batch(self) -> int:
+        """The global batch: images per step over all processes."""
         return self.order.batch_size
 
     def to_checkpoint(self) -> dict:
