@@ -15,6 +15,7 @@ import random
 import re
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +158,6 @@ def corruptions(good: bytes, count: int, seed: int = 0) -> dict[str, bytes]:
         flipped[position] ^= 1 << bit
         damaged[f"bit {bit} of byte {position} flipped ({region})"] = bytes(flipped)
     return damaged
+
+
+FUZZ_CASES: Counter = Counter()  # inputs checked by the bad-input tests, by kind; read by benchmarks/reliability.py

@@ -87,6 +87,7 @@ def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
 def open_rgb(data: bytes, min_size: int = 1) -> Image.Image:
     """Steps 1-3 of the recipe: the upright RGB image, or SkippedImage with the reason."""
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns about damaged metadata; the file is decoded or skipped anyway
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data)) as image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ CELEBA_IMAGE_DIR = "img_align_celeba"
 CELEBA_PARTITION_FILE = "list_eval_partition.txt"
 _CELEBA_PARTITION_CODES = {"0": "train", "1": "val", "2": "test"}
 _ZIP_JUNK_PREFIXES = ("__MACOSX/",)
+MAX_FILE_BYTES = 256 * 2**20  # no photo is this big; a zip bomb or a disk image named .jpg is
 
 
 class DataError(Exception):
@@ -31,7 +33,7 @@ class SourceEntry:
     """One candidate image: its path relative to the image root, its split, and what identifies its version.
 
     ``stamp`` is the modification time in nanoseconds for files and the CRC-32 for zip members.
-    ``skip`` is a skip reason known before decoding (``"unsafe path"``, ``"unreadable"``), else None.
+    ``skip`` is a skip reason known before decoding (``"unsafe path"``, ``"unreadable"``, ``"too large"``), else None.
     """
 
     name: str
@@ -64,11 +66,14 @@ class ImageReader:
         self._zip: zipfile.ZipFile | None = None
 
     def read(self, name: str) -> bytes:
+        """The entry's bytes; OSError for anything but a readable regular file (or zip member) of sane size."""
         if not self.is_zip:
-            return (self.root / name).read_bytes()
+            return read_regular_file(self.root / name)
         if self._zip is None:
             self._zip = zipfile.ZipFile(self.root)
         try:
+            if self._zip.getinfo(name).file_size > MAX_FILE_BYTES:  # zipfile never inflates past the declared size
+                raise OSError(f"{name} in {self.root} is larger than {MAX_FILE_BYTES} bytes")
             return self._zip.read(name)
         except (zipfile.BadZipFile, zlib.error, KeyError, RuntimeError, NotImplementedError, EOFError) as error:
             raise OSError(f"cannot read {name} from {self.root}: {error}") from error
@@ -80,6 +85,18 @@ class ImageReader:
 
     def __getstate__(self) -> dict:
         return {"root": self.root, "is_zip": self.is_zip, "_zip": None}
+
+
+def read_regular_file(path: Path) -> bytes:
+    """Read a file, refusing FIFOs, devices and sockets (opened non-blocking, so a FIFO cannot hang us)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise OSError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+        return handle.read()
 
 
 def has_image_extension(name: str) -> bool:
@@ -149,12 +166,18 @@ def _list_folder(root: Path) -> list[SourceEntry]:
             file_path = Path(directory, file_name)
             name = file_path.relative_to(root).as_posix()
             try:
-                stat = file_path.stat()
+                info = file_path.stat()  # follows symlinks; a symlink loop raises ELOOP
             except OSError:
                 entries.append(SourceEntry(name, "train", -1, -1, skip="unreadable"))
                 continue
-            entries.append(SourceEntry(name, "train", stat.st_size, stat.st_mtime_ns))
+            entries.append(SourceEntry(name, "train", info.st_size, info.st_mtime_ns, skip=_file_skip(info)))
     return sorted(entries, key=lambda entry: entry.name)
+
+
+def _file_skip(info: os.stat_result) -> str | None:
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, socket or device named like an image
+        return "unreadable"
+    return "too large" if info.st_size > MAX_FILE_BYTES else None
 
 
 def _list_zip(path: Path) -> list[SourceEntry]:
@@ -169,9 +192,15 @@ def _list_zip(path: Path) -> list[SourceEntry]:
             continue
         if not has_image_extension(member.filename):
             continue
-        skip = "unsafe path" if is_unsafe_member_name(member.filename) else None
-        latest[member.filename] = SourceEntry(member.filename, "train", member.file_size, member.CRC, skip=skip)
+        latest[member.filename] = SourceEntry(member.filename, "train", member.file_size, member.CRC,
+                                              skip=_member_skip(member))
     return sorted(latest.values(), key=lambda entry: entry.name)
+
+
+def _member_skip(member: zipfile.ZipInfo) -> str | None:
+    if is_unsafe_member_name(member.filename) or stat.S_ISLNK(member.external_attr >> 16):
+        return "unsafe path"
+    return "too large" if member.file_size > MAX_FILE_BYTES else None
 
 
 def is_unsafe_member_name(name: str) -> bool:
