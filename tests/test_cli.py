@@ -65,3 +65,40 @@ def test_prepare_train_generate_end_to_end(face_folder, tmp_path, capsys):
     assert main(["interpolate", "--checkpoint", str(run_dir), "--seeds", "1,2", "--frames", "4",
                  "--out", str(tmp_path / "walk.gif")]) == 0
     assert (tmp_path / "walk.gif").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["prepare", "--data", "{faces}", "--size", "7"], "size must be one of 32, 64, 128, got 7"),
+        (["prepare", "--data", "{faces}", "--min-size", "0"], "min_size must be at least 1"),
+        (["prepare", "--data", "{faces}", "--workers", "-2"], "workers must be 0"),
+        (["prepare", "--data", "/no/such/photos"], "data path not found: /no/such/photos"),
+        (["train", "--data", "{faces}", "--batch", "0"], "--batch must be positive"),
+        (["train", "--data", "{faces}", "--kimg", "-1"], "--kimg must be positive"),
+        (["train", "--data", "{faces}", "--minutes", "-5"], "--minutes must be positive"),
+        (["train", "--data", "{faces}", "--width", "-8"], "--width must be positive"),
+        (["train", "--data", "{faces}", "--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
+        (["train", "--data", "{faces}", "--keep", "-1"], "--keep must be at least 1"),
+        (["train", "--resume", "/no/such/run"], "no usable checkpoint in /no/such/run"),
+        (["generate", "--checkpoint", "{garbage}", "-n", "1"], "not a checkpoint"),
+    ],
+)
+def test_out_of_range_values_and_missing_paths_give_one_line_errors(capsys, tmp_path, face_folder, args, message):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 7)
+    args = [arg.format(faces=face_folder, garbage=garbage) for arg in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"facegan {args[0]}: error: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["train", "--steps", "abc"], ["prepare", "--size", "7.5", "--data", "x"],
+                                  ["generate", "-n", "many"], ["train", "--no-such-option"]])
+def test_unparseable_arguments_exit_2_without_traceback(capsys, args):
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err.splitlines()[-1] and "Traceback" not in err
