@@ -57,17 +57,27 @@ def server(trained_run):
         process.wait(timeout=30)
 
 
-@pytest.fixture
-def page(server):
+@pytest.fixture(scope="module")
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 960}, accept_downloads=True)
-            page.goto(server)
-            page.wait_for_selector("#face[data-shown]")
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(server, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 960}, accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(90_000)  # generous: CI machines may be busy
+        page.goto(server)
+        page.wait_for_selector("#face[data-shown]")
+        yield page
+    finally:
+        context.close()
 
 
 def displayed_pixels(page) -> np.ndarray:
