@@ -29,6 +29,7 @@ from ..models import ARCHITECTURES, MAX_SEED
 MAX_GRID = 64
 MAX_FRAMES = 120
 MAX_FPS = 50.0
+MIN_FPS = 0.5  # slower overflows the GIF format: Pillow merges identical frames into one 16-bit duration
 
 Seed = Annotated[int, Query(ge=0, le=MAX_SEED, description=f"seed of the face, 0..{MAX_SEED}; same seed, same face")]
 Truncation = Annotated[float, Query(ge=0, le=2, description="pull the latent toward the mean face: 1 = none, 0 = the mean face")]
@@ -146,7 +147,7 @@ def create_app(generator: FaceGenerator) -> FastAPI:
         end: Annotated[int, Query(ge=0, le=MAX_SEED, description="seed of the last face")] = 1,
         frames: Annotated[int, Query(ge=2, le=MAX_FRAMES, description="number of frames")] = 30,
         truncation: Truncation = 1.0,
-        fps: Annotated[float, Query(gt=0, le=MAX_FPS, description="frames per second")] = 15.0,
+        fps: Annotated[float, Query(ge=MIN_FPS, le=MAX_FPS, description="frames per second")] = 15.0,
         loop: Annotated[bool, Query(description="walk back to the first face, for a seamless loop")] = True,
     ) -> Response:
         gif = await run_in_threadpool(renderer.morph_gif, start, end, frames, truncation, fps, loop)
