@@ -73,7 +73,8 @@ def world_size() -> int:
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0
+    """This process's index on its machine, as torchrun numbers them (0 when not under torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main() -> bool:
@@ -83,7 +84,7 @@ def is_main() -> bool:
 def rank_device(device: torch.device) -> torch.device:
     """Under torchrun every rank uses the GPU of its local rank; CPU stays CPU."""
     if device.type == "cuda" and launched_by_torchrun():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", local_rank())
     return device
 
 
@@ -96,7 +97,7 @@ def init() -> bool:
     if not launched_by_torchrun() or dist.is_initialized():
         return False
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_rank())
         dist.init_process_group(backend="cpu:gloo,cuda:nccl")
     else:
         dist.init_process_group(backend="gloo")
