@@ -108,6 +108,8 @@ def test_invalid_align_options_are_data_errors():
         PrepareConfig(data="x", align=True, faces="some")
     with pytest.raises(DataError, match="margin"):
         PrepareConfig(data="x", align=True, margin=-0.1)
+    with pytest.raises(DataError, match="turned"):
+        AlignOptions(turned="sideways")
 
 
 def test_missing_backend_names_the_extra(face_folder, monkeypatch):
@@ -175,12 +177,24 @@ def test_tilted_scaled_face_is_recovered(reference_face):
     assert set(face.landmarks) >= {"eye_left", "eye_right", "nose_tip", "mouth_left", "mouth_right"}
 
 
+def test_strongly_tilted_face_is_found_by_the_turned_search(reference_face):
+    import facegan
+
+    photo, reference = reference_face
+    placed = Similarity.from_params(1.4, -33.0, 150.0, 170.0)
+    canvas = paste(noise_canvas((640, 560)), photo, placed)
+    (face,) = facegan.align(canvas, turned="always")
+    assert face.transform.angle_deg == pytest.approx(reference.transform.angle_deg + 33.0, abs=3)
+    left, right = face.transform.apply(np.stack([face.landmarks["eye_left"], face.landmarks["eye_right"]]))
+    assert abs(left[1] - right[1]) < 1.5
+
+
 def test_images_without_faces_give_no_faces(reference_face):
     import facegan
 
-    gradient = np.linspace(0, 255, 600 * 450 * 3).reshape(450, 600, 3).astype(np.uint8)
+    gradient = np.linspace(0, 255, 320 * 240 * 3).reshape(240, 320, 3).astype(np.uint8)
     assert facegan.align(gradient) == []
-    assert facegan.align(noise_canvas(seed=3)) == []
+    assert facegan.align(noise_canvas((320, 240), seed=3)) == []
 
 
 def test_face_at_the_border_is_filled_and_flagged(reference_face):
@@ -241,7 +255,7 @@ def test_prepare_align_cli_summary_and_manifest(photo_folder, tmp_path, capsys):
 
 
 def test_largest_face_only_and_cache_key_includes_alignment(photo_folder, capsys):
-    options = dict(data=str(photo_folder), size=32, align=True, workers=1)
+    options = dict(data=str(photo_folder), size=32, align=True, min_face=60, workers=1)
     largest = prepare(PrepareConfig(**options), progress=False)
     assert [(f["source"], f["face"]) for f in largest.manifest["files"]] == [("one.jpg", 0), ("two.png", 0)]
     assert prepare(PrepareConfig(**options), progress=False).root == largest.root

@@ -22,7 +22,7 @@ The backend (``pip install "facegan[align]"``) is dlib (Boost licence) with the 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,8 @@ from facegan.data.sources import DataError
 POINT_NAMES = ("eye_left", "eye_right", "nose_tip", "nose_base", "mouth_left", "mouth_right")
 TEMPLATE_NAMES = ("celeba", "ffhq")
 FACE_CHOICES = ("largest", "all")
+TURNED_CHOICES = ("auto", "always", "never")
+TURN_ANGLES = (20.0, -20.0)
 LANDMARK_MODELS = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predictor_68_face_landmarks.dat"}
 CNN_DETECTOR_MODEL = "mmod_human_face_detector.dat"
 INSTALL_HINT = 'face alignment needs dlib and its models: pip install "facegan[align]"'
@@ -50,7 +52,7 @@ CELEBA_POINTS = {
 # Smallest face each detector finds (HOG: its 80x80 window; the CNN: about 40 px); photos are searched
 # at the scale where --min-face becomes this, but never on more than MAX_DETECT_PIXELS.
 DETECTOR_FACE_PX = {"hog": 80, "cnn": 40}
-MAX_DETECT_PIXELS = 1_300_000
+MAX_DETECT_PIXELS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def ffhq_layout(points: dict[str, tuple[float, float]]) -> dict[str, tuple[float
     center = eye_avg + eye_to_mouth * 0.1
     origin, side = center - x - y, 2 * np.hypot(*x)
     axes = np.stack([x, y]) / np.hypot(*x)  # rows: unit x and y axes of the crop
-    return {name: tuple(np.round(axes @ (xy - origin) / side, 4)) for name, xy in p.items()}
+    return {name: tuple(round(float(v), 4) for v in axes @ (xy - origin) / side) for name, xy in p.items()}
 
 
 TEMPLATES = {
@@ -216,7 +218,8 @@ class AlignOptions:
     faces: str = "largest"
     detector: str = "hog"
     landmarks: int = 68
-    rotations: tuple[float, ...] = field(default=(0.0,))
+    turned: str = "auto"  # also search copies turned by TURN_ANGLES: "auto" only when upright finds no face
+
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
@@ -227,6 +230,8 @@ class AlignOptions:
             raise DataError(f"margin must be between 0 and 1 (a fraction of the template crop), got {self.margin}")
         if self.min_face < 1:
             raise DataError(f"min_face must be at least 1 pixel, got {self.min_face}")
+        if self.turned not in TURNED_CHOICES:
+            raise DataError(f"turned must be one of {', '.join(TURNED_CHOICES)}, got {self.turned!r}")
         if self.detector not in ("hog", "cnn") or self.landmarks not in LANDMARK_MODELS:
             raise DataError(f"unknown backend: detector {self.detector!r}, landmarks {self.landmarks!r}")
 
@@ -283,8 +288,8 @@ class FaceAligner:
     def detect(self, pixels: np.ndarray) -> list[tuple[tuple[float, float, float, float], float, float]]:
         """(box in photo pixels, score, rotation) per face, found on a grey copy scaled so --min-face is findable.
 
-        Each angle of ``options.rotations`` searches a copy turned by that much (for tilted faces);
-        a face found at several angles is kept once, at its best score.
+        Copies turned by TURN_ANGLES are searched too (for tilted faces; "auto": only when the upright
+        search finds no face of at least --min-face); a face found at several angles is kept once.
         """
         height, width = pixels.shape[:2]
         detector_px = DETECTOR_FACE_PX[self.options.detector]
@@ -292,15 +297,22 @@ class FaceAligner:
         grey = Image.fromarray(pixels).convert("L")
         if abs(scale - 1) > 0.02:
             grey = grey.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
-        found = []
-        for angle in self.options.rotations:
-            turned = grey.rotate(angle, resample=Image.BILINEAR, expand=True) if angle else grey
-            to_grey = unrotation(angle, turned.size, grey.size)
-            for box, score in self._run_detector(self.models()["detector"], np.asarray(turned)):
-                centre = to_grey.apply([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) / scale
-                half = (box[2] - box[0]) / scale / 2
-                found.append(((centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half), score, angle))
+        found = self._detect_turned(grey, scale, 0.0)
+        big_enough = any(box[2] - box[0] >= self.options.min_face for box, _, _ in found)
+        if self.options.turned == "always" or (self.options.turned == "auto" and not big_enough):
+            for angle in TURN_ANGLES:
+                found += self._detect_turned(grey, scale, angle)
         return suppress_duplicates(found)
+
+    def _detect_turned(self, grey: Image.Image, scale: float, angle: float) -> list:
+        turned = grey.rotate(angle, resample=Image.BILINEAR, expand=True) if angle else grey
+        to_grey = unrotation(angle, turned.size, grey.size)
+        found = []
+        for box, score in self._run_detector(self.models()["detector"], np.asarray(turned)):
+            centre = to_grey.apply([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) / scale
+            half = (box[2] - box[0]) / scale / 2
+            found.append(((centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half), score, angle))
+        return found
 
     def _run_detector(self, detector, grey: np.ndarray):
         if self.options.detector == "cnn":

@@ -40,6 +40,7 @@ from facegan.data.align import (
     INSTALL_HINT,
     TEMPLATE_NAMES,
     TEMPLATES,
+    TURNED_CHOICES,
     AlignOptions,
     FaceAligner,
     backend_available,
@@ -82,6 +83,9 @@ class PrepareConfig:
         "help": "with --align: keep the largest face of each photo, or all of them", "choices": FACE_CHOICES})
     margin: float = field(default=0.0, metadata={
         "help": "with --align: widen the template crop by this fraction of its side on each side"})
+    turned: str = field(default="auto", metadata={
+        "help": "with --align: also search copies turned by +-20 degrees for tilted faces: auto (only in photos "
+        "where no upright face is found), always (slower), never", "choices": TURNED_CHOICES})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -101,7 +105,7 @@ class PrepareConfig:
         if not self.align:
             return None
         return AlignOptions(template=self.template, size=self.size, margin=self.margin, min_face=self.min_face,
-                            faces=self.faces)
+                            faces=self.faces, turned=self.turned)
 
     def align_key(self) -> dict | None:
         """What of the alignment settings the cached result depends on."""
@@ -109,7 +113,8 @@ class PrepareConfig:
         if options is None:
             return None
         return {"template": options.template, "margin": options.margin, "min_face": options.min_face,
-                "faces": options.faces, "detector": options.detector, "landmarks": options.landmarks}
+                "faces": options.faces, "turned": options.turned, "detector": options.detector,
+                "landmarks": options.landmarks}
 
 
 def cache_root() -> Path:

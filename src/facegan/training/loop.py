@@ -42,7 +42,8 @@ def load_dataset(config: TrainConfig) -> PreparedDataset:
     """A prepared cache as is, or raw photos prepared on the fly (reusing a matching cache)."""
     dataset = prepare(PrepareConfig(data=config.data, size=config.size, min_size=config.min_size,
                                     workers=config.workers, align=config.align, template=config.template,
-                                    min_face=config.min_face, faces=config.faces, margin=config.margin),
+                                    min_face=config.min_face, faces=config.faces, margin=config.margin,
+                                    turned=config.turned),
                       progress=config.progress)
     if dataset.size != config.size:
         raise ValueError(f"{config.data} is prepared at {dataset.size} px but --size is {config.size}")
