@@ -10,9 +10,11 @@ from facegan import checkpoint
 from facegan.checkpoint import CheckpointError
 from facegan.cli import main
 from facegan.data import DataError
+from facegan.data.images import to_model_input
 from facegan.generate import resolve_checkpoint, save_generator
 from facegan.metrics.score import ScoreConfig, load_discriminator
 from facegan.models import ModelConfig, build_discriminator
+from tests.conftest import CELEBA, require_shared
 
 
 def discriminator_by_hand(run_dir) -> torch.nn.Module:
@@ -93,3 +95,23 @@ def test_cli_prints_each_score_and_a_summary(trained_run, face_folder, tmp_path,
     assert "holds no discriminator" in err and len(err.splitlines()) == 1
     assert main(["score", str(files[0])]) == 2
     assert "--checkpoint is required" in capsys.readouterr().err
+
+
+def test_align_follows_the_run_unless_told(trained_run):
+    scorer = load_discriminator(trained_run)
+    assert scorer.training["align"] is False and scorer.align_options() is None
+    options = scorer.align_options(align=True)
+    assert (options.size, options.template, options.faces) == (32, scorer.training["template"], "largest")
+
+
+def test_aligned_scoring_scores_the_largest_aligned_face(trained_run):
+    require_shared()
+    pytest.importorskip("dlib", reason="face alignment needs the align extra")
+    photo = CELEBA / "img_align_celeba" / "000017.jpg"  # dlib finds one face in it
+    scored = facegan.score(trained_run, [photo], align=True).scores[0]
+    face = facegan.align(str(photo), size=32)[0].image
+    with torch.no_grad():
+        logit = float(discriminator_by_hand(trained_run)(to_model_input(np.asarray(face)[None]))[0])
+    assert scored.logit == pytest.approx(logit, abs=1e-5)
+    plain = facegan.score(trained_run, [photo], align=False).scores[0]
+    assert plain.logit != pytest.approx(logit, abs=1e-5)

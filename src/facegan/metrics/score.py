@@ -26,7 +26,8 @@ from ..checkpoint import CheckpointError, resolve_checkpoint
 from ..config import option
 from ..data import DataError
 from ..data.images import to_model_input
-from ..data.prepare import EntryDecoder
+from ..data.align import AlignOptions
+from ..data.prepare import AlignedEntryDecoder, AlignedPhoto, EntryDecoder, PrepareConfig
 from ..data.sources import ImageReader, find_source
 from ..files import write_atomically
 from ..models import ModelConfig, build_discriminator
@@ -39,6 +40,8 @@ MIN_SIDE = 1  # score any decodable image, however small
 class ScoreConfig:
     checkpoint: str = option("", "training checkpoint or run directory; its discriminator does the scoring")
     images: tuple[str, ...] = option((), "image files, folders (searched recursively) or .zip files")
+    align: bool | None = option(None, "find and align each face as `prepare --align` does; "
+                                      "None: as the checkpoint's training run did")
     out: str | None = option(None, "also write every score and the summary here as JSON")
     device: str = option("cpu", "cpu, cuda or cuda:N")
 
@@ -103,6 +106,14 @@ class RealFakeScorer:
     checkpoint: Path
     step: int | None = None
     device: torch.device = torch.device("cpu")
+    training: dict = field(default_factory=dict)  # the run's TrainConfig, as stored in the checkpoint
+
+    def align_options(self, align: bool | None = None) -> AlignOptions | None:
+        """How the run's photos were aligned (None: centre crop); `align` overrides whether to align."""
+        if not (self.training.get("align", False) if align is None else align):
+            return None
+        stored = {key: self.training[key] for key in ("template", "min_face", "margin") if key in self.training}
+        return PrepareConfig(data="", size=self.size, align=True, faces="largest", **stored).align_options()
 
     @property
     def size(self) -> int:
@@ -127,7 +138,7 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
     if "D" not in checkpoint.read_metadata(path):
         raise CheckpointError(f"{path}: holds no discriminator (a generator-only file); "
                               "scoring needs a training checkpoint or run directory")
-    saved = checkpoint.load(path, sections=["model", "D", "progress"])
+    saved = checkpoint.load(path, sections=["model", "D", "progress", "config"])
     try:
         model = ModelConfig(**saved["model"])
         network = build_discriminator(model)
@@ -136,23 +147,38 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
         raise CheckpointError(f"{path}: discriminator weights do not fit its config ({error})") from None
     device = torch.device(device)
     return RealFakeScorer(network.to(device).eval().requires_grad_(False), model, path,
-                          saved["progress"].get("step"), device)
+                          saved["progress"].get("step"), device, saved["config"])
 
 
-def decoded_images(paths: Iterable[str | os.PathLike], size: int) -> Iterator[tuple[str, np.ndarray | str]]:
-    """(name, size x size x 3 uint8 image or skip reason) for each image file, folder or .zip in `paths`."""
+def decoded_images(paths: Iterable[str | os.PathLike], size: int,
+                   align: AlignOptions | None = None) -> Iterator[tuple[str, np.ndarray | str]]:
+    """(name, size x size x 3 uint8 image or skip reason) for each image file, folder or .zip in `paths`.
+
+    With `align`, each image becomes its largest face, aligned as `prepare --align` does.
+    """
     for given in paths:
         path = Path(given).expanduser()
         if path.is_file() and not zipfile.is_zipfile(path):
-            yield str(path), EntryDecoder(ImageReader(path.parent, is_zip=False), size, MIN_SIDE)(path.name)
+            yield str(path), _decode(_decoder(ImageReader(path.parent, is_zip=False), size, align), path.name)
             continue
         source = find_source(path)
-        decoder = EntryDecoder(source.reader(), size, MIN_SIDE)
+        decoder = _decoder(source.reader(), size, align)
         try:
             for entry in source.entries:
-                yield str(path / entry.name), entry.skip or decoder(entry.name)
+                yield str(path / entry.name), entry.skip or _decode(decoder, entry.name)
         finally:
             decoder.reader.close()
+
+
+def _decoder(reader: ImageReader, size: int, align: AlignOptions | None) -> EntryDecoder:
+    return EntryDecoder(reader, size, MIN_SIDE) if align is None else AlignedEntryDecoder(reader, MIN_SIDE, align)
+
+
+def _decode(decoder: EntryDecoder, name: str) -> np.ndarray | str:
+    decoded = decoder(name)
+    if isinstance(decoded, AlignedPhoto):
+        return decoded.rows()[0][0] if decoded.rows() else decoded.skip_reason()
+    return decoded
 
 
 def score_images(config: ScoreConfig) -> ScoreResult:
@@ -160,14 +186,14 @@ def score_images(config: ScoreConfig) -> ScoreResult:
     config.validate()
     scorer = load_discriminator(config.checkpoint, config.device)
     names, images, skipped = [], [], []
-    for name, decoded in decoded_images(config.images, scorer.size):
+    for name, decoded in decoded_images(config.images, scorer.size, scorer.align_options(config.align)):
         if isinstance(decoded, str):
             skipped.append((name, decoded))
         else:
             names.append(name)
             images.append(decoded)
     if not images:
-        detail = f" ({len(skipped)} skipped: {skipped[0][1]}, ...)" if skipped else ""
+        detail = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"no images to score in {', '.join(map(str, config.images))}{detail}")
     logits = scorer.logits(np.stack(images))
     probabilities = expit(logits)
