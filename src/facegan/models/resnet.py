@@ -80,7 +80,7 @@ def minibatch_stddev(x: Tensor, group: int = 4) -> Tensor:
     """Append the average feature spread across small groups of images (Karras et al. 2018) as one channel."""
     n, c, h, w = x.shape
     g = math.gcd(group, n)
-    spread = x.float().view(g, -1, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=[1, 2, 3])
+    spread = x.float().reshape(g, -1, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=[1, 2, 3])
     spread = spread.to(x.dtype).view(-1, 1, 1, 1).repeat(g, 1, h, w)
     return torch.cat([x, spread], dim=1)
 

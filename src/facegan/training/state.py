@@ -13,6 +13,7 @@ from .. import checkpoint
 from ..checkpoint import CheckpointError
 from ..data import BatchOrder
 from ..models import ModelConfig, build_discriminator, build_generator, get_architecture
+from ..models.layout import to_channels_last
 from .config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoints"
@@ -87,16 +88,25 @@ def model_config(config: TrainConfig) -> ModelConfig:
     return get_architecture(config.arch).config(config.size, config.z_dim, config.width)
 
 
+def multi_tensor() -> dict:
+    """Adam's multi-tensor ("foreach") implementation, also on CPU: one call per operation for all parameters.
+
+    Not the fused kernel: on CPU it walks raw memory and assumes the optimiser state has the
+    parameters' layout, which a resumed channels-last run breaks (state is saved contiguous).
+    """
+    return {"foreach": True}
+
+
 def create_state(config: TrainConfig, model: ModelConfig, indices, device: torch.device) -> TrainingState:
     """Fresh networks and optimisers; weights depend only on `config.seed`."""
     arch = get_architecture(model.arch)
     torch.manual_seed(config.seed)
-    G = build_generator(model).to(device)
-    D = build_discriminator(model).to(device)
+    G = to_channels_last(build_generator(model).to(device))  # speed choices: see benchmarks/README.md
+    D = to_channels_last(build_discriminator(model).to(device))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     settings = arch.optimizer
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=settings.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=settings.betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=settings.betas, **multi_tensor())
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=settings.betas, **multi_tensor())
     order = BatchOrder(indices, config.batch or arch.batch_size, config.seed)
     return TrainingState(config, model, G, G_ema, D, opt_g, opt_d, order)
 

@@ -1,0 +1,485 @@
+"""How fast facegan trains, generates and evaluates on this machine, against plain baselines measured in the same run.
+
+    python benchmarks/throughput.py --data ../shared/datasets/celeba          # a few minutes
+    python benchmarks/throughput.py --data ../shared/datasets/celeba --quick  # CI-sized, seconds
+
+Writes benchmarks/results/throughput.json (--out) and prints a Markdown summary. Sections:
+
+* peak: matmul GFLOP/s in fp32 and bf16, the yardstick for every "fraction of peak";
+* training: img/s of facegan's own `train_step` on a `TrainingState` (the real path: data batch
+  from the uint8 cache, D step, G step, EMA), for each architecture, size, batch and precision,
+  as the median of timed steps after warm-up; FLOPs per step from torch.utils.flop_counter;
+* optimisations: the DCGAN-64 step with each of facegan's speed choices switched off in turn;
+* reference: the DCGAN step of pytorch/examples written plainly here (eager fp32, contiguous,
+  default Adam), and the seed report's Keras model (benchmarks/keras_seed.py, when TensorFlow is
+  installed: `pip install "facegan[keras]"`);
+* data: img/s of the training batches alone; generation: img/s at 64 px for batches 1/64/256 and
+  one face's latency; inception: FID feature extraction img/s; memory: peak RSS of training and
+  generation, each in a fresh process.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from facegan.data import PrepareConfig, PreparedDataset, prepare
+from facegan.files import write_atomically
+from facegan.generate.generator import FaceGenerator
+from facegan.models import ARCHITECTURES, build_generator, build_loss, get_architecture
+from facegan.training.config import TrainConfig
+from facegan.training.loop import real_batch, train_step
+from facegan.training.state import TrainingState, create_state, model_config
+
+HERE = Path(__file__).resolve().parent
+INCEPTION_GFLOP = 5.7  # per 299 px image, forward only
+CPU = torch.device("cpu")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="face photos (prepared once per size, then reused)")
+    parser.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
+    parser.add_argument("--quick", action="store_true", help="tiny settings for CI: 32 px, batch 8, 2 timed steps")
+    parser.add_argument("--archs", default=",".join(sorted(ARCHITECTURES)))
+    parser.add_argument("--skip", default="", help="comma list of sections to leave out: keras, inception, memory, "
+                                                      "optimisations, reference, generation, data")
+    parser.add_argument("--inception", default=None, help="FID Inception weights (else $FACEGAN_INCEPTION or the cache)")
+    parser.add_argument("--keras-python", default=sys.executable,
+                        help="a Python with TensorFlow for the Keras seed model (default: this one)")
+    parser.add_argument("--compile", action="store_true", help="also time the DCGAN-64 step under torch.compile")
+    parser.add_argument("--rss-of", choices=("train", "generate"), help=argparse.SUPPRESS)  # child process mode
+    parser.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def settings(quick: bool) -> dict:
+    """What to measure: (size, batch) pairs, precisions, warm-up and timed steps."""
+    if quick:
+        return {"grid": [(32, 8)], "precisions": ["fp32"], "warmup": 0, "steps": 1, "reference_batch": 8,
+                "keras_batch": 8, "generation_batches": [1, 8], "optimisation_size": 32, "inception_images": 8, "data_batches": 5,
+                "peak_n": 256}
+    return {"grid": [(64, 64), (64, 128), (32, 128), (128, 64)], "precisions": ["fp32", "bf16"], "warmup": 1,
+            "steps": 5, "reference_batch": 128, "keras_batch": 128, "generation_batches": [1, 64, 256], "optimisation_size": 64,
+            "inception_images": 32, "data_batches": 50, "peak_n": 2048}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# measuring
+
+
+def median_seconds(step, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def count_flops(step) -> int:
+    """Matmul and convolution FLOPs (forward and backward) of one call, as torch.utils.flop_counter counts them."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def bf16_supported() -> bool:
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def matmul_peak(dtype: torch.dtype, n: int) -> float:
+    """GFLOP/s of an n x n matmul: the most this CPU does with this dtype, the yardstick for every fraction of peak."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    seconds = median_seconds(lambda: torch.mm(a, b), warmup=2, steps=7)
+    return 2 * n**3 / seconds / 1e9
+
+
+def environment() -> dict:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), cpu)
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(), "torch": torch.__version__, "cpu": cpu, "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "bf16_supported": bf16_supported(), "load_average_start": list(os.getloadavg())}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# facegan's training step
+
+
+def training_state(dataset: PreparedDataset, arch: str, batch: int, precision: str) -> tuple[TrainingState, object]:
+    config = TrainConfig(data=str(dataset.root), arch=arch, size=dataset.size, batch=batch,
+                         amp="bf16" if precision == "bf16" else "off", progress=False)
+    model = model_config(config)
+    state = create_state(config, model, dataset.split_indices("all"), CPU)
+    torch.manual_seed(1)
+    return state, build_loss(model, config.augment)
+
+
+def facegan_step(state: TrainingState, loss, dataset: PreparedDataset):
+    return lambda: train_step(state, loss, real_batch(state, dataset, CPU), CPU)
+
+
+def measure_step(step, batch: int, peak: float, warmup: int, steps: int) -> dict:
+    """Median time and FLOPs of a training step. The first step runs uncounted: it is where lazy regularisers
+    (resnet's R1, every 16 steps) fire, whose double backward the FLOP counter cannot follow."""
+    step()
+    flops = count_flops(step)
+    seconds = median_seconds(step, warmup, steps)
+    achieved = flops / seconds / 1e9
+    return {"seconds_per_step": seconds, "img_per_s": batch / seconds, "gflop_per_image": flops / batch / 1e9,
+            "gflop_per_s": achieved, "fraction_of_peak": achieved / peak}
+
+
+def benchmark_training(datasets: dict[int, PreparedDataset], archs: list[str], s: dict, peaks: dict) -> list[dict]:
+    rows = []
+    for size, batch in s["grid"]:
+        for arch in archs:
+            for precision in s["precisions"]:
+                state, loss = training_state(datasets[size], arch, batch, precision)
+                step = facegan_step(state, loss, datasets[size])
+                row = {"arch": arch, "size": size, "batch": batch, "precision": precision,
+                       **measure_step(step, batch, peaks[precision], s["warmup"], s["steps"])}
+                print(f"train {arch} {size}px batch {batch} {precision}: {row['img_per_s']:.1f} img/s "
+                      f"({row['fraction_of_peak']:.0%} of {precision} peak)", file=sys.stderr, flush=True)
+                rows.append(row)
+    return rows
+
+
+def without_channels_last(state: TrainingState) -> None:
+    for network in (state.G, state.D, state.G_ema):
+        network.to(memory_format=torch.contiguous_format)
+
+
+def with_plain_adam(state: TrainingState) -> None:
+    """The for-loop Adam that torch.optim picks on CPU by default, instead of facegan's multi-tensor one."""
+    for name, network in (("opt_g", state.G), ("opt_d", state.D)):
+        old = getattr(state, name)
+        settings = {k: v for k, v in old.defaults.items() if k in ("lr", "betas", "eps", "weight_decay")}
+        setattr(state, name, torch.optim.Adam(network.parameters(), **settings, foreach=False, fused=False))
+
+
+def compiled(state: TrainingState) -> None:
+    state.G_train = state.G = torch.compile(state.G)
+    state.D_train = state.D = torch.compile(state.D)
+
+
+def benchmark_optimisations(dataset: PreparedDataset, batch: int, s: dict, peaks: dict, try_compile: bool) -> list[dict]:
+    """facegan's DCGAN step as shipped, then with each speed choice undone: what each one is worth."""
+    variants = [("as shipped", "fp32", []), ("no channels_last", "fp32", [without_channels_last]),
+                ("for-loop Adam", "fp32", [with_plain_adam]),
+                ("neither", "fp32", [without_channels_last, with_plain_adam])]
+    if "bf16" in s["precisions"]:
+        variants += [("as shipped", "bf16", []), ("no channels_last", "bf16", [without_channels_last]),
+                     ("for-loop Adam", "bf16", [with_plain_adam])]
+    if try_compile:
+        variants += [("torch.compile", p, [compiled]) for p in s["precisions"]]
+    rows = []
+    for name, precision, changes in variants:
+        state, loss = training_state(dataset, "dcgan", batch, precision)
+        row = {"variant": name, "precision": precision, "batch": batch}
+        try:
+            for change in changes:
+                change(state)
+            row.update(measure_step(facegan_step(state, loss, dataset), batch, peaks[precision], s["warmup"], s["steps"]))
+        except Exception as error:  # torch.compile needs a working C++ toolchain; record why it fell through
+            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        print(f"optimisation {name} {precision}: {row.get('img_per_s', float('nan')):.1f} img/s", file=sys.stderr,
+              flush=True)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the plain reference: the DCGAN step of pytorch/examples (dcgan/main.py), eager fp32 with default settings
+
+
+class PlainGenerator(nn.Module):
+    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, x):
+        return self.main(x)
+
+
+class PlainDiscriminator(nn.Module):
+    def __init__(self, ndf: int = 64, nc: int = 3):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+def plain_reference_step(dataset: PreparedDataset, batch: int):
+    """One iteration of the pytorch/examples DCGAN loop, on batches from the same uint8 cache."""
+    torch.manual_seed(0)
+    netG, netD = PlainGenerator(), PlainDiscriminator()
+    criterion = nn.BCELoss()
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    rng = np.random.default_rng(0)
+
+    def step():
+        real = dataset.load_batch(np.sort(rng.choice(len(dataset), batch, replace=False)))
+        netD.zero_grad()
+        label = torch.full((batch,), 1.0)
+        errD_real = criterion(netD(real), label)
+        errD_real.backward()
+        fake = netG(torch.randn(batch, 100, 1, 1))
+        label.fill_(0.0)
+        errD_fake = criterion(netD(fake.detach()), label)
+        errD_fake.backward()
+        optimizerD.step()
+        netG.zero_grad()
+        label.fill_(1.0)
+        errG = criterion(netD(fake), label)
+        errG.backward()
+        optimizerG.step()
+
+    return step
+
+
+def benchmark_reference(dataset: PreparedDataset, batch: int, s: dict, peaks: dict) -> dict:
+    step = plain_reference_step(dataset, batch)
+    row = {"what": "pytorch/examples DCGAN, eager fp32, contiguous, default Adam", "size": dataset.size,
+           "batch": batch, **measure_step(step, batch, peaks["fp32"], s["warmup"], s["steps"])}
+    print(f"plain reference: {row['img_per_s']:.1f} img/s", file=sys.stderr, flush=True)
+    return row
+
+
+def has_tensorflow(python: str) -> bool:
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow') is None)"
+    return subprocess.run([python, "-c", probe]).returncode == 0
+
+
+def benchmark_keras(dataset: PreparedDataset, batch: int, s: dict, python: str) -> dict:
+    if not has_tensorflow(python):
+        return {"skipped": f"TensorFlow is not installed for {python} (pip install \"facegan[keras]\", or pass "
+                           "--keras-python); the Keras seed model was not run"}
+    command = [python, str(HERE / "keras_seed.py"), "--images", str(dataset.root / "images.npy"),
+               "--batch", str(batch), "--warmup", str(s["warmup"]), "--steps", str(s["steps"]),
+               "--threads", str(torch.get_num_threads())]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"skipped": f"benchmarks/keras_seed.py failed: {done.stderr.strip().splitlines()[-1:]}"}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"keras seed: {row['img_per_s']:.1f} img/s", file=sys.stderr, flush=True)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data, generation, inception, memory
+
+
+def benchmark_data(dataset: PreparedDataset, batch: int, n_batches: int) -> dict:
+    state, _ = training_state(dataset, "dcgan", batch, "fp32")
+    seconds = median_seconds(lambda: real_batch(state, dataset, CPU), warmup=2, steps=n_batches)
+    return {"size": dataset.size, "batch": batch, "img_per_s": batch / seconds,
+            "what": "real_batch(): shuffled indices, memmap gather, uint8 -> float [-1, 1], random mirror"}
+
+
+def face_generator(size: int, precision: str) -> FaceGenerator:
+    """A dcgan generator as `facegan generate` runs it (random weights: speed does not depend on them)."""
+    model = get_architecture("dcgan").config(size)
+    torch.manual_seed(0)
+    network = build_generator(model).eval().requires_grad_(False)
+    if precision == "bf16":
+        network = network.to(torch.bfloat16, memory_format=torch.channels_last)
+    return FaceGenerator(network, model)
+
+
+def benchmark_generation(size: int, batches: list[int], peaks: dict, precisions: list[str]) -> list[dict]:
+    rows = []
+    for precision in precisions:
+        generator = face_generator(size, precision)
+        z = torch.randn(max(batches), generator.z_dim, dtype=next(generator.network.parameters()).dtype)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            generator.network(z[:1])
+        flops_per_image = counter.get_total_flops()
+        for batch in batches:
+            seeds = range(batch)
+            steps = 20 if batch == 1 else 5
+            seconds = median_seconds(lambda: generator.faces(seeds, batch_size=batch), warmup=2, steps=steps)
+            achieved = flops_per_image * batch / seconds / 1e9
+            rows.append({"size": size, "batch": batch, "precision": precision, "img_per_s": batch / seconds,
+                         "latency_ms": seconds * 1000 if batch == 1 else None,
+                         "gflop_per_image": flops_per_image / 1e9, "fraction_of_peak": achieved / peaks[precision]})
+            print(f"generate {precision} batch {batch}: {batch / seconds:.0f} img/s", file=sys.stderr, flush=True)
+    return rows
+
+
+def benchmark_inception(dataset: PreparedDataset, n: int, path: str | None, peaks: dict) -> dict:
+    from facegan.metrics.inception import InceptionFeatures, InceptionNotFoundError, find_inception
+
+    try:
+        network = InceptionFeatures(find_inception(path, download=False))
+    except InceptionNotFoundError as error:
+        return {"skipped": str(error)}
+    images = np.asarray(dataset.images[:n])
+    network(images[: network.batch_size])  # warm-up
+    started = time.perf_counter()
+    network(images)
+    rate = n / (time.perf_counter() - started)
+    return {"images": n, "batch_size": network.batch_size, "img_per_s": rate,
+            "fraction_of_fp32_peak": rate * INCEPTION_GFLOP / peaks["fp32"], "gflop_per_image": INCEPTION_GFLOP}
+
+
+def peak_rss_child(args: argparse.Namespace) -> None:
+    """Run in a fresh process: a few training steps or one batch of faces, then print the peak RSS (MiB)."""
+    if args.rss_of == "train":
+        dataset = prepare(PrepareConfig(data=args.data, size=args.size), progress=False)
+        state, loss = training_state(dataset, "dcgan", args.batch, "fp32")
+        for _ in range(3):
+            facegan_step(state, loss, dataset)()
+    else:
+        face_generator(args.size, "fp32").faces(range(args.batch), batch_size=args.batch)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def benchmark_memory(data: str, size: int, train_batch: int, generate_batch: int) -> dict:
+    result = {}
+    for what, batch in (("train", train_batch), ("generate", generate_batch)):
+        command = [sys.executable, __file__, "--data", data, "--rss-of", what, "--size", str(size), "--batch", str(batch)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rss = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+        result[what] = {"arch": "dcgan", "size": size, "batch": batch, "peak_rss_mib": rss}
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# summary
+
+
+def find(rows: list[dict], **match) -> dict | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def ratio(a: dict | None, b: dict | None, key: str = "img_per_s") -> float | None:
+    return a[key] / b[key] if a and b and key in a and key in b else None
+
+
+def summarise(result: dict) -> dict:
+    train, s = result["training"], result["settings"]
+    size64 = [b for size, b in s["grid"] if size == 64] or [s["grid"][0][1]]
+    batch = max(size64)
+    best = "bf16" if "bf16" in s["precisions"] else "fp32"
+    dcgan = {p: find(train, arch="dcgan", size=result["reference"].get("size"), batch=batch, precision=p)
+             for p in s["precisions"]}
+    seed_size = result["keras"].get("size")
+    seed = {p: find(train, arch="seed", size=seed_size, batch=result["keras"].get("batch"), precision=p)
+            for p in s["precisions"]}
+    fastest = max((r["img_per_s"] for r in train), default=None)
+    generation = result.get("generation", [])
+    return {
+        "dcgan_vs_plain_reference": {p: ratio(dcgan[p], result["reference"]) for p in s["precisions"]},
+        "seed_vs_keras": {p: ratio(seed[p], result["keras"]) for p in s["precisions"]},
+        "fraction_of_peak_batch_%d" % batch: {f"{r['arch']} {r['size']}px {r['precision']}": r["fraction_of_peak"]
+                                                for r in train if r["batch"] == batch},
+        "data_vs_fastest_training": result["data"]["img_per_s"] / fastest if fastest and "img_per_s" in result.get("data", {}) else None,
+        "generation_img_per_s_largest_batch": {r["precision"]: r["img_per_s"] for r in generation
+                                               if r["batch"] == max(s["generation_batches"])},
+        "single_face_latency_ms": {r["precision"]: r["latency_ms"] for r in generation if r["batch"] == 1},
+        "optimisation_speedups": optimisation_speedups(result.get("optimisations", [])),
+        "best_precision": best,
+    }
+
+
+def optimisation_speedups(rows: list) -> dict:
+    """How much faster the shipped step is than each variant with a speed choice undone (>1: the choice pays)."""
+    if not isinstance(rows, list):
+        return {}
+    shipped = {r["precision"]: r for r in rows if r["variant"] == "as shipped"}
+    return {f"{r['variant']} {r['precision']}": ratio(shipped.get(r["precision"]), r)
+            for r in rows if r["variant"] != "as shipped"}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| arch | size | batch | precision | img/s | GFLOP/img | fraction of peak |", "|---|---|---|---|---|---|---|"]
+    for r in result["training"]:
+        lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['precision']} | {r['img_per_s']:.1f} | "
+                     f"{r['gflop_per_image']:.2f} | {r['fraction_of_peak']:.0%} |")
+    return "\n".join(lines) + "\n\n" + json.dumps(result["summary"], indent=1)
+
+
+def prepared(data: str, size: int) -> PreparedDataset:
+    return prepare(PrepareConfig(data=data, size=size), progress=False)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.rss_of:
+        return peak_rss_child(args)
+    s = settings(args.quick)
+    skip = set(filter(None, args.skip.split(",")))
+    archs = [a for a in args.archs.split(",") if a]
+    if not bf16_supported():
+        s["precisions"] = ["fp32"]
+    result: dict = {"environment": environment(), "settings": s, "section_seconds": {}}
+
+    def run(name: str, measure, skipped=None):
+        if name in skip:
+            result[name] = skipped if skipped is not None else {"skipped": f"--skip {name}"}
+            return
+        started = time.perf_counter()
+        result[name] = measure()
+        result["section_seconds"][name] = time.perf_counter() - started
+
+    peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, s["peak_n"]) for p in s["precisions"]}
+    result["peak_gflop_per_s"] = peaks
+    print(f"matmul peak GFLOP/s: {peaks}", file=sys.stderr, flush=True)
+    datasets = {size: prepared(args.data, size) for size in sorted({size for size, _ in s["grid"]} | {64})}
+    main_batch = max(b for size, b in s["grid"] if size == s["grid"][0][0])
+    seed_size = 32 if 32 in datasets else min(datasets)
+
+    run("training", lambda: benchmark_training(datasets, archs, s, peaks))
+    run("reference", lambda: benchmark_reference(datasets[64], s["reference_batch"], s, peaks))
+    run("optimisations", lambda: benchmark_optimisations(datasets[s["optimisation_size"]], s["reference_batch"], s,
+                                                         peaks, args.compile))
+    run("keras", lambda: benchmark_keras(datasets[seed_size], s["keras_batch"], s, args.keras_python))
+    result["keras"].setdefault("size", seed_size)
+    result["keras"].setdefault("batch", s["keras_batch"])
+    run("data", lambda: benchmark_data(datasets[64], main_batch, s["data_batches"]))
+    run("generation", lambda: benchmark_generation(64, s["generation_batches"], peaks, s["precisions"]), skipped=[])
+    run("inception", lambda: benchmark_inception(datasets[64], s["inception_images"], args.inception, peaks))
+    run("memory", lambda: benchmark_memory(args.data, 64, main_batch, max(s["generation_batches"])))
+    result["environment"]["load_average_end"] = list(os.getloadavg())
+    result["summary"] = summarise(result)
+    text = json.dumps(result, indent=1) + "\n"
+    write_atomically(Path(args.out), lambda handle: handle.write(text.encode()))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
