@@ -9,23 +9,9 @@ from torch import nn
 from facegan.models import build_discriminator, build_generator, get_architecture
 from facegan.models.seed import generator_strides
 
-# (generator, discriminator) parameters with the default width 64; the discriminator's Dense grows with size.
-PARAMETER_COUNTS = {32: (545_859, 519_425), 64: (545_859, 522_497), 128: (545_859, 534_785)}
-
 
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-@pytest.mark.parametrize("size", sorted(PARAMETER_COUNTS))
-def test_shapes_ranges_and_parameter_counts(size):
-    config = get_architecture("seed").config(size)
-    G, D = build_generator(config).eval(), build_discriminator(config).eval()
-    images = G(torch.randn(5, 100))
-    assert images.shape == (5, 3, size, size)
-    assert images.min() >= -1 and images.max() <= 1
-    assert D(images).shape == (5,)
-    assert (count(G), count(D)) == PARAMETER_COUNTS[size]
 
 
 def test_layers_are_the_reports():
