@@ -113,14 +113,6 @@ def interpolate(config: InterpolateConfig) -> Path:
     return save_animation(frames, config.out, config.fps)
 
 
-def serve(config: ServeConfig) -> None:
-    """Serve the face page and its API for `config.checkpoint` (the shipped model when unset) until Ctrl-C."""
-    from .serve import run_server
-
-    config.validate()
-    run_server(load(config.checkpoint, config.device), config)
-
-
 def score(checkpoint: str | os.PathLike | None = None, images=(), *, config: ScoreConfig | None = None,
           **options) -> ScoreResult:
     """P(real photo) per image from the discriminator of a training checkpoint, as `facegan score` does.
@@ -140,10 +132,18 @@ def export(config: ExportConfig) -> Path:
     return export_generator(load(config.checkpoint), config)
 
 
-def _generated_batches(generator: FaceGenerator, config: EvalConfig):
+def serve(config: ServeConfig) -> None:
+    """Serve the face page and its API for `config.checkpoint` (the shipped model when unset) until Ctrl-C."""
+    from .serve import run_server
+
+    config.validate()
+    run_server(load(config.checkpoint, config.device), config)
+
+
+def _generated_batches(generator: FaceGenerator, config: EvalConfig, batch_size: int):
     end = config.seed + config.n
-    for start in range(config.seed, end, config.batch_size):
-        yield generator.faces(range(start, min(start + config.batch_size, end)), config.truncation, config.batch_size)
+    for start in range(config.seed, end, batch_size):
+        yield generator.faces(range(start, min(start + batch_size, end)), config.truncation, batch_size)
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -153,12 +153,12 @@ def evaluate(config: EvalConfig) -> dict:
     run_dir = None
     if config.fake:
         files = image_files(config.fake, config.n)
-        fake = net.extract(file_batches(files, config.batch_size), total=len(files), progress=config.progress)
+        fake = net.extract(file_batches(files, net.batch_size), total=len(files), progress=config.progress)
         width = Image.open(files[0]).width
         size = width if width in SIZES else max(SIZES)
     else:
         generator = load(config.checkpoint, config.device)
-        fake = net.extract(_generated_batches(generator, config), total=config.n, progress=config.progress)
+        fake = net.extract(_generated_batches(generator, config, net.batch_size), total=config.n, progress=config.progress)
         size = generator.size
         checkpoint = Path(generator.info["checkpoint"])
         run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None

@@ -111,8 +111,6 @@ def run(args: argparse.Namespace) -> None:
         result = api.evaluate(config_from_args(EvalConfig, args))
         print(f"FID {result['fid']:.3f}  KID {result['kid_mean'] * 1000:.3f} ± {result['kid_std'] * 1000:.3f} (x1000)"
               f"  ({result['n_fake']} generated vs {result['n_real']} real, {result['split']} split)")
-    elif args.command == "serve":
-        api.serve(config_from_args(ServeConfig, args))
     elif args.command == "score":
         result = api.score(config=config_from_args(ScoreConfig, args))
         for item in result.scores:
@@ -122,6 +120,8 @@ def run(args: argparse.Namespace) -> None:
         print(result.summary())
     elif args.command == "export":
         print(api.export(config_from_args(ExportConfig, args)))
+    elif args.command == "serve":
+        api.serve(config_from_args(ServeConfig, args))
     elif args.command == "archs":
         for name, arch in sorted(ARCHITECTURES.items()):
             print(f"{name:10s} {arch.summary}")

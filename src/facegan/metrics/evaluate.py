@@ -35,7 +35,7 @@ class EvalConfig:
     truncation: float = option(1.0, "truncation of the generated faces (FID is defined at 1)")
     kid_subsets: int = option(100, "KID: number of random subsets")
     kid_subset_size: int = option(1000, "KID: images per subset (capped at the smaller set)")
-    batch_size: int = option(64, "images per Inception forward pass")
+    batch_size: int | None = option(None, "images per Inception forward pass (8 on CPU, 64 on GPU when unset)")
     inception: str | None = option(None, "path to the FID Inception weights (else $FACEGAN_INCEPTION, cache, download)")
     out: str | None = option(None, "write the result JSON here (also appended to the run's metrics.jsonl)")
     device: str = option("cpu", "cpu, cuda or cuda:N")
@@ -48,6 +48,8 @@ class EvalConfig:
             raise ValueError(f"-n must be at least 2, got {self.n}")
         if self.max_real is not None and self.max_real < 2:
             raise ValueError("--max-real must be at least 2")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.kid_subsets < 1 or self.kid_subset_size < 2:
             raise ValueError("--kid-subsets must be at least 1 and --kid-subset-size at least 2")
 
