@@ -123,3 +123,12 @@ def test_leftovers_of_a_killed_write_are_removed_on_resume(run_copy):
     leftover.write_bytes(b"half a checkpoint")
     assert load_latest(run_copy, resuming=True)[0].name == "ckpt-00000004.safetensors"
     assert not leftover.exists()
+
+
+def test_a_version_digit_flipped_to_1_does_not_skip_the_checksum(tmp_path, trained_run):
+    with safe_open(str(list_checkpoints(trained_run)[0]), framework="pt") as f:
+        metadata, tensors = f.metadata(), {key: f.get_tensor(key) for key in f.keys()}
+    path = tmp_path / "flipped.safetensors"
+    save_file(tensors, str(path), metadata={**metadata, "format_version": "0"})
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        checkpoint.load(path)

@@ -101,7 +101,8 @@ def nan_weight(state, stats):
 
 def inf_weight(state, stats):
     with torch.no_grad():
-        next(state.D.parameters()).view(-1)[3] = float("inf")
+        weight = next(state.D.parameters())
+        weight[(0,) * weight.dim()] = float("inf")
 
 
 @pytest.mark.parametrize("poison, what", [
