@@ -97,10 +97,16 @@ class KillTrial:
         return self.resumed_from == self.newest_on_disk and self.resumed_checkpoint_matches and self.final_matches
 
 
-def kill_trial(data: Path, run_dir: Path, reference: Reference, delay: float) -> KillTrial:
-    """Start the run, SIGKILL it after `delay` seconds, resume it with the CLI, compare with `reference`."""
+def kill_trial(data: Path, run_dir: Path, reference: Reference, delay: float, mid_write: bool = False) -> KillTrial:
+    """Start the run, SIGKILL it after `delay` seconds, resume it with the CLI, compare with `reference`.
+
+    With `mid_write`, the kill comes instead as soon as a checkpoint's temporary file appears (or after `delay`).
+    """
     child = start_training(data, run_dir, reference.steps)
-    child.join(timeout=delay)
+    if mid_write:
+        wait_for_a_checkpoint_write(child, run_dir, delay)
+    else:
+        child.join(timeout=delay)
     killed = child.is_alive()
     if killed:
         os.kill(child.pid, signal.SIGKILL)
@@ -120,6 +126,16 @@ def kill_trial(data: Path, run_dir: Path, reference: Reference, delay: float) ->
     final = checkpoint_path(run_dir, reference.steps)
     final_matches = final.exists() and same_tensors(final, reference.checkpoint(reference.steps))
     return KillTrial(delay, killed, during_write, resumed_from, newest, resumed_matches, final_matches)
+
+
+def wait_for_a_checkpoint_write(child: multiprocessing.Process, run_dir: Path, longest: float) -> None:
+    """Return when a checkpoint is being written (its temporary file exists), the child ended, or after `longest`."""
+    checkpoints = run_dir / CHECKPOINT_DIR
+    deadline = time.monotonic() + longest
+    while child.is_alive() and time.monotonic() < deadline:
+        if checkpoints.is_dir() and any(name.endswith(".partial") for name in os.listdir(checkpoints)):
+            return
+        time.sleep(0.0002)
 
 
 def resume_with_cli(run_dir: Path) -> int:
