@@ -29,10 +29,24 @@ FORMAT_VERSION = 2  # 2: sha256 checksum in the metadata
 CHECKSUM_KEY = "checksum"
 _CHECKSUM_PLACEHOLDER = "sha256:" + "0" * 64
 _READ_CHUNK = 1 << 20
+CHECKPOINT_GLOB = "checkpoints/ckpt-*.safetensors"
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit; the message names the file and the problem."""
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as is; a run directory gives its newest checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob(CHECKPOINT_GLOB), reverse=True)
+        if not found:
+            raise CheckpointError(f"{path}: run directory holds no checkpoint ({CHECKPOINT_GLOB})")
+        return found[0]
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    return path
 
 
 def flatten(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
