@@ -75,7 +75,7 @@ def card_facts(source: Path, result: dict, hardware: str) -> dict:
         "preprocessing": f"aligned 178x218 photos, centre square (rows 20-197), Pillow bicubic to {model.size} px, "
                          "random left-right flips",
         "steps": progress["step"], "batch": batch, "kimg": progress["images_seen"] / 1000,
-        "epochs": progress["images_seen"] / 15_915, "seed": config["seed"], "amp": config.get("amp", "off"),
+        "epochs": progress["images_seen"] / 15_915, "seed": config["seed"], "amp": {"off": "fp32"}.get(config.get("amp", "off"), config.get("amp")),
         "ema_kimg": config["ema_kimg"], "hours": progress["train_seconds"] / 3600, "hardware": hardware,
         "fid": result["fid"], "kid_mean": result["kid_mean"], "kid_std": result["kid_std"],
         "kid_mean_x1000": result["kid_mean"] * 1000, "kid_std_x1000": result["kid_std"] * 1000,
