@@ -48,6 +48,7 @@ from facegan.training.state import TrainingState, create_state, model_config
 HERE = Path(__file__).resolve().parent
 INCEPTION_GFLOP = 5.7  # per 299 px image, forward only
 CPU = torch.device("cpu")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip", default="", help="comma list of sections to leave out: keras, inception, memory, "
                                                       "optimisations, reference, generation, data")
     parser.add_argument("--inception", default=None, help="FID Inception weights (else $FACEGAN_INCEPTION or the cache)")
+    parser.add_argument("--grid", default=None, help="SIZExBATCH pairs to train, e.g. 64x128,32x128 (default: "
+                                                     "64x64,64x128,32x128,128x64)")
     parser.add_argument("--keras-python", default=sys.executable,
                         help="a Python with TensorFlow for the Keras seed model (default: this one)")
     parser.add_argument("--compile", action="store_true", help="also time the DCGAN-64 step under torch.compile")
@@ -108,8 +111,13 @@ def bf16_supported() -> bool:
 def matmul_peak(dtype: torch.dtype, n: int) -> float:
     """GFLOP/s of an n x n matmul: the most this CPU does with this dtype, the yardstick for every fraction of peak."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    seconds = median_seconds(lambda: torch.mm(a, b), warmup=2, steps=7)
-    return 2 * n**3 / seconds / 1e9
+    torch.mm(a, b)
+    seconds = []
+    for _ in range(7):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - started)
+    return 2 * n**3 / min(seconds) / 1e9  # the best repeat: a peak, not a typical speed
 
 
 def environment() -> dict:
@@ -170,12 +178,16 @@ def without_channels_last(state: TrainingState) -> None:
         network.to(memory_format=torch.contiguous_format)
 
 
-def with_plain_adam(state: TrainingState) -> None:
-    """The for-loop Adam that torch.optim picks on CPU by default, instead of facegan's multi-tensor one."""
+def with_multi_tensor_adam(state: TrainingState) -> None:
+    """Adam's multi-tensor ("foreach") implementation instead of the for-loop one torch.optim picks on CPU.
+
+    (The fused CPU kernel is not tried: it assumes the optimiser state has the parameters' memory
+    layout, which a resumed channels-last run breaks, since checkpoints store state contiguous.)
+    """
     for name, network in (("opt_g", state.G), ("opt_d", state.D)):
         old = getattr(state, name)
         settings = {k: v for k, v in old.defaults.items() if k in ("lr", "betas", "eps", "weight_decay")}
-        setattr(state, name, torch.optim.Adam(network.parameters(), **settings, foreach=False, fused=False))
+        setattr(state, name, torch.optim.Adam(network.parameters(), **settings, foreach=True))
 
 
 def compiled(state: TrainingState) -> None:
@@ -184,13 +196,12 @@ def compiled(state: TrainingState) -> None:
 
 
 def benchmark_optimisations(dataset: PreparedDataset, batch: int, s: dict, peaks: dict, try_compile: bool) -> list[dict]:
-    """facegan's DCGAN step as shipped, then with each speed choice undone: what each one is worth."""
+    """facegan's DCGAN step as shipped, then with each speed choice undone or a candidate added: what each is worth."""
     variants = [("as shipped", "fp32", []), ("no channels_last", "fp32", [without_channels_last]),
-                ("for-loop Adam", "fp32", [with_plain_adam]),
-                ("neither", "fp32", [without_channels_last, with_plain_adam])]
+                ("+ multi-tensor Adam", "fp32", [with_multi_tensor_adam])]
     if "bf16" in s["precisions"]:
         variants += [("as shipped", "bf16", []), ("no channels_last", "bf16", [without_channels_last]),
-                     ("for-loop Adam", "bf16", [with_plain_adam])]
+                     ("+ multi-tensor Adam", "bf16", [with_multi_tensor_adam])]
     if try_compile:
         variants += [("torch.compile", p, [compiled]) for p in s["precisions"]]
     rows = []
@@ -207,6 +218,21 @@ def benchmark_optimisations(dataset: PreparedDataset, batch: int, s: dict, peaks
               flush=True)
         rows.append(row)
     return rows
+
+
+def benchmark_profile(dataset: PreparedDataset, batch: int, precision: str, top: int = 12) -> dict:
+    """Where the DCGAN step's time goes: operators by self CPU time over 2 steps (torch.profiler)."""
+    state, loss = training_state(dataset, "dcgan", batch, precision)
+    step = facegan_step(state, loss, dataset)
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        step()
+        step()
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"arch": "dcgan", "size": dataset.size, "batch": batch, "precision": precision, "steps": 2,
+            "top_ops": [{"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000,
+                         "share": e.self_cpu_time_total / total} for e in events[:top]]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,22 +341,26 @@ def face_generator(size: int, precision: str) -> FaceGenerator:
     torch.manual_seed(0)
     network = build_generator(model).eval().requires_grad_(False)
     if precision == "bf16":
-        network = network.to(torch.bfloat16, memory_format=torch.channels_last)
+        network = network.to(memory_format=torch.channels_last)
     return FaceGenerator(network, model)
+
+
+def precision_context(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def benchmark_generation(size: int, batches: list[int], peaks: dict, precisions: list[str]) -> list[dict]:
     rows = []
     for precision in precisions:
         generator = face_generator(size, precision)
-        z = torch.randn(max(batches), generator.z_dim, dtype=next(generator.network.parameters()).dtype)
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            generator.network(z[:1])
+        with torch.inference_mode(), precision_context(precision), FlopCounterMode(display=False) as counter:
+            generator.network(torch.randn(1, generator.z_dim))
         flops_per_image = counter.get_total_flops()
         for batch in batches:
             seeds = range(batch)
             steps = 20 if batch == 1 else 5
-            seconds = median_seconds(lambda: generator.faces(seeds, batch_size=batch), warmup=2, steps=steps)
+            with precision_context(precision):
+                seconds = median_seconds(lambda: generator.faces(seeds, batch_size=batch), warmup=2, steps=steps)
             achieved = flops_per_image * batch / seconds / 1e9
             rows.append({"size": size, "batch": batch, "precision": precision, "img_per_s": batch / seconds,
                          "latency_ms": seconds * 1000 if batch == 1 else None,
@@ -364,7 +394,16 @@ def peak_rss_child(args: argparse.Namespace) -> None:
             facegan_step(state, loss, dataset)()
     else:
         face_generator(args.size, "fp32").faces(range(args.batch), batch_size=args.batch)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux's VmHWM, because ru_maxrss survives fork + exec and would
+    report the parent's peak."""
+    with contextlib.suppress(OSError, StopIteration):
+        line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def benchmark_memory(data: str, size: int, train_batch: int, generate_batch: int) -> dict:
@@ -389,12 +428,29 @@ def ratio(a: dict | None, b: dict | None, key: str = "img_per_s") -> float | Non
     return a[key] / b[key] if a and b and key in a and key in b else None
 
 
+def rescale_fractions(result: dict, peaks: dict) -> None:
+    """Recompute every fraction of peak against the final `peaks`."""
+    result["peak_gflop_per_s"] = dict(peaks)
+    for name in ("training", "optimisations", "generation"):
+        rows = result.get(name)
+        for row in rows if isinstance(rows, list) else []:
+            if "fraction_of_peak" in row:
+                achieved = row["gflop_per_s"] if "gflop_per_s" in row else row["img_per_s"] * row["gflop_per_image"]
+                row["fraction_of_peak"] = achieved / peaks[row["precision"]]
+    reference, inception = result.get("reference", {}), result.get("inception", {})
+    if "gflop_per_s" in reference:
+        reference["fraction_of_peak"] = reference["gflop_per_s"] / peaks["fp32"]
+    if "img_per_s" in inception:
+        inception["fraction_of_fp32_peak"] = inception["img_per_s"] * INCEPTION_GFLOP / peaks["fp32"]
+
+
 def summarise(result: dict) -> dict:
     train, s = result["training"], result["settings"]
+    reference = result["reference"] if "img_per_s" in result["reference"] else None
     size64 = [b for size, b in s["grid"] if size == 64] or [s["grid"][0][1]]
     batch = max(size64)
     best = "bf16" if "bf16" in s["precisions"] else "fp32"
-    dcgan = {p: find(train, arch="dcgan", size=result["reference"].get("size"), batch=batch, precision=p)
+    dcgan = {p: find(train, arch="dcgan", size=64, batch=batch, precision=p)
              for p in s["precisions"]}
     seed_size = result["keras"].get("size")
     seed = {p: find(train, arch="seed", size=seed_size, batch=result["keras"].get("batch"), precision=p)
@@ -402,7 +458,7 @@ def summarise(result: dict) -> dict:
     fastest = max((r["img_per_s"] for r in train), default=None)
     generation = result.get("generation", [])
     return {
-        "dcgan_vs_plain_reference": {p: ratio(dcgan[p], result["reference"]) for p in s["precisions"]},
+        "dcgan_vs_plain_reference": {p: ratio(dcgan[p], reference) for p in s["precisions"]},
         "seed_vs_keras": {p: ratio(seed[p], result["keras"]) for p in s["precisions"]},
         "fraction_of_peak_batch_%d" % batch: {f"{r['arch']} {r['size']}px {r['precision']}": r["fraction_of_peak"]
                                                 for r in train if r["batch"] == batch},
@@ -424,12 +480,51 @@ def optimisation_speedups(rows: list) -> dict:
             for r in rows if r["variant"] != "as shipped"}
 
 
+def fmt(value, spec: str = ".1f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def markdown(result: dict) -> str:
-    lines = ["| arch | size | batch | precision | img/s | GFLOP/img | fraction of peak |", "|---|---|---|---|---|---|---|"]
-    for r in result["training"]:
-        lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['precision']} | {r['img_per_s']:.1f} | "
-                     f"{r['gflop_per_image']:.2f} | {r['fraction_of_peak']:.0%} |")
-    return "\n".join(lines) + "\n\n" + json.dumps(result["summary"], indent=1)
+    """The tables of benchmarks/README.md, from one run's result."""
+    peaks, train = result["peak_gflop_per_s"], result["training"]
+    lines = [f"Matmul peak: {', '.join(f'{p} {v:.0f} GFLOP/s' for p, v in peaks.items())}; load average "
+             f"{result['environment']['load_average_start'][0]:.1f} at the start, "
+             f"{result['environment']['load_average_end'][0]:.1f} at the end.", "",
+             "| arch | size | batch | GFLOP/img | " + " | ".join(f"{p} img/s | {p} % of peak" for p in peaks) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("--- | ---" for _ in peaks) + " |"]
+    for arch, size, batch in dict.fromkeys((r["arch"], r["size"], r["batch"]) for r in train):
+        cells = []
+        for p in peaks:
+            r = find(train, arch=arch, size=size, batch=batch, precision=p)
+            cells.append(f"{fmt(r and r['img_per_s'])} | {fmt(r and 100 * r['fraction_of_peak'], '.0f')}")
+        gflop = find(train, arch=arch, size=size, batch=batch)["gflop_per_image"]
+        lines.append(f"| {arch} | {size} | {batch} | {gflop:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "| reference (same run) | img/s |", "| --- | --- |"]
+    for name in ("reference", "keras"):
+        r = result.get(name, {})
+        lines.append(f"| {r.get('what', r.get('framework', name))} ({r.get('size')} px, batch {r.get('batch')}) | "
+                     f"{fmt(r.get('img_per_s')) if 'img_per_s' in r else r.get('skipped', '')} |")
+    if isinstance(result.get("optimisations"), list):
+        lines += ["", "| DCGAN-64 step | precision | img/s |", "| --- | --- | --- |"]
+        lines += [f"| {r['variant']} | {r['precision']} | {fmt(r.get('img_per_s')) if 'img_per_s' in r else r['error']} |"
+                  for r in result["optimisations"]]
+    if result.get("generation"):
+        lines += ["", "| generation 64 px | batch | img/s | latency | % of peak |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['precision']} | {r['batch']} | {r['img_per_s']:.0f} | "
+                  f"{fmt(r['latency_ms'], '.1f') + ' ms' if r['latency_ms'] else ''} | {100 * r['fraction_of_peak']:.0f} |"
+                  for r in result["generation"]]
+    data, inception, memory = result.get("data", {}), result.get("inception", {}), result.get("memory", {})
+    lines += ["", f"Data pipeline: {fmt(data.get('img_per_s'), '.0f')} img/s. "
+              f"Inception features: {fmt(inception.get('img_per_s'))} img/s "
+              f"({fmt(inception.get('fraction_of_fp32_peak') and 100 * inception['fraction_of_fp32_peak'], '.0f')}% of fp32 peak). "
+              + " ".join(f"Peak RSS {k}: {v['peak_rss_mib']:.0f} MiB." for k, v in memory.items() if isinstance(v, dict)
+                         and "peak_rss_mib" in v)]
+    if isinstance(result.get("profile"), dict) and "top_ops" in result["profile"]:
+        prof = result["profile"]
+        lines += ["", f"Profile of the DCGAN step ({prof['size']} px, batch {prof['batch']}, {prof['precision']}), "
+                      "operators by self CPU time:", "", "| operator | calls | share |", "| --- | --- | --- |"]
+        lines += [f"| `{r['op']}` | {r['calls']} | {100 * r['share']:.0f}% |" for r in prof["top_ops"][:8]]
+    return "\n".join(lines) + "\n\nSummary: " + json.dumps(result["summary"], indent=1)
 
 
 def prepared(data: str, size: int) -> PreparedDataset:
@@ -441,6 +536,8 @@ def main(argv=None) -> dict:
     if args.rss_of:
         return peak_rss_child(args)
     s = settings(args.quick)
+    if args.grid:
+        s["grid"] = [tuple(int(v) for v in pair.split("x")) for pair in args.grid.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     archs = [a for a in args.archs.split(",") if a]
     if not bf16_supported():
@@ -452,20 +549,26 @@ def main(argv=None) -> dict:
             result[name] = skipped if skipped is not None else {"skipped": f"--skip {name}"}
             return
         started = time.perf_counter()
-        result[name] = measure()
+        try:
+            result[name] = measure()
+        except Exception as error:  # one failing section must not lose the others' figures
+            result[name] = {"error": f"{type(error).__name__}: {error}"}
+            print(f"{name} failed: {result[name]['error']}", file=sys.stderr, flush=True)
         result["section_seconds"][name] = time.perf_counter() - started
 
-    peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, s["peak_n"]) for p in s["precisions"]}
+    peaks = {p: matmul_peak(DTYPES[p], s["peak_n"]) for p in s["precisions"]}
     result["peak_gflop_per_s"] = peaks
     print(f"matmul peak GFLOP/s: {peaks}", file=sys.stderr, flush=True)
     datasets = {size: prepared(args.data, size) for size in sorted({size for size, _ in s["grid"]} | {64})}
     main_batch = max(b for size, b in s["grid"] if size == s["grid"][0][0])
     seed_size = 32 if 32 in datasets else min(datasets)
 
-    run("training", lambda: benchmark_training(datasets, archs, s, peaks))
+    run("training", lambda: benchmark_training(datasets, archs, s, peaks), skipped=[])
     run("reference", lambda: benchmark_reference(datasets[64], s["reference_batch"], s, peaks))
     run("optimisations", lambda: benchmark_optimisations(datasets[s["optimisation_size"]], s["reference_batch"], s,
                                                          peaks, args.compile))
+    run("profile", lambda: benchmark_profile(datasets[s["optimisation_size"]], s["reference_batch"],
+                                             s["precisions"][-1]))
     run("keras", lambda: benchmark_keras(datasets[seed_size], s["keras_batch"], s, args.keras_python))
     result["keras"].setdefault("size", seed_size)
     result["keras"].setdefault("batch", s["keras_batch"])
@@ -474,6 +577,9 @@ def main(argv=None) -> dict:
     run("inception", lambda: benchmark_inception(datasets[64], s["inception_images"], args.inception, peaks))
     run("memory", lambda: benchmark_memory(args.data, 64, main_batch, max(s["generation_batches"])))
     result["environment"]["load_average_end"] = list(os.getloadavg())
+    for precision in peaks:  # measured again at the end: the higher of the two, in case other work slowed the first
+        peaks[precision] = max(peaks[precision], matmul_peak(DTYPES[precision], s["peak_n"]))
+    rescale_fractions(result, peaks)
     result["summary"] = summarise(result)
     text = json.dumps(result, indent=1) + "\n"
     write_atomically(Path(args.out), lambda handle: handle.write(text.encode()))

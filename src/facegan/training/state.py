@@ -88,15 +88,6 @@ def model_config(config: TrainConfig) -> ModelConfig:
     return get_architecture(config.arch).config(config.size, config.z_dim, config.width)
 
 
-def multi_tensor() -> dict:
-    """Adam's multi-tensor ("foreach") implementation, also on CPU: one call per operation for all parameters.
-
-    Not the fused kernel: on CPU it walks raw memory and assumes the optimiser state has the
-    parameters' layout, which a resumed channels-last run breaks (state is saved contiguous).
-    """
-    return {"foreach": True}
-
-
 def create_state(config: TrainConfig, model: ModelConfig, indices, device: torch.device) -> TrainingState:
     """Fresh networks and optimisers; weights depend only on `config.seed`."""
     arch = get_architecture(model.arch)
@@ -105,8 +96,8 @@ def create_state(config: TrainConfig, model: ModelConfig, indices, device: torch
     D = to_channels_last(build_discriminator(model).to(device))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     settings = arch.optimizer
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=settings.betas, **multi_tensor())
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=settings.betas, **multi_tensor())
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=settings.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=settings.betas)
     order = BatchOrder(indices, config.batch or arch.batch_size, config.seed)
     return TrainingState(config, model, G, G_ema, D, opt_g, opt_d, order)
 
