@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
 from .files import write_atomically
+from .models import ModelConfig
 
 FORMAT = "facegan-checkpoint"
 FORMAT_VERSION = 2  # 2: sha256 checksum in the metadata
@@ -185,3 +186,14 @@ def load(path: str | os.PathLike, sections: list[str] | None = None) -> dict[str
     state = {name: unflatten(tree, tensors) for name, tree in trees.items()}
     state["kind"] = metadata["kind"]
     return state
+
+
+def rebuild_network(path: Path, saved: dict[str, Any], weights: str, build, what: str) -> tuple[torch.nn.Module, ModelConfig]:
+    """`build(config)` from the checkpoint's model config, loaded with its `weights` section; a mismatch names `path` and `what`."""
+    try:
+        model = ModelConfig(**saved["model"])
+        network = build(model)
+        network.load_state_dict(saved[weights])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: {what} weights do not fit its config ({error})") from None
+    return network, model

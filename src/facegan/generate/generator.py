@@ -66,12 +66,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     """The EMA generator of a training checkpoint or run directory, or of an exported generator file."""
     path = resolve_checkpoint(path)
     saved = checkpoint.load(path, sections=["model", "G_ema"])
-    try:
-        model = ModelConfig(**saved["model"])
-        network = build_generator(model)
-        network.load_state_dict(saved["G_ema"])
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: generator weights do not fit its config ({error})") from None
+    network, model = checkpoint.rebuild_network(path, saved, "G_ema", build_generator, "generator")
     device = torch.device(device)
     info = {"checkpoint": str(path)}
     try:

@@ -139,12 +139,7 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
         raise CheckpointError(f"{path}: holds no discriminator (a generator-only file); "
                               "scoring needs a training checkpoint or run directory")
     saved = checkpoint.load(path, sections=["model", "D", "progress", "config"])
-    try:
-        model = ModelConfig(**saved["model"])
-        network = build_discriminator(model)
-        network.load_state_dict(saved["D"])
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: discriminator weights do not fit its config ({error})") from None
+    network, model = checkpoint.rebuild_network(path, saved, "D", build_discriminator, "discriminator")
     device = torch.device(device)
     return RealFakeScorer(network.to(device).eval().requires_grad_(False), model, path,
                           saved["progress"].get("step"), device, saved["config"])
