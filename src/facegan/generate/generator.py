@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .. import checkpoint
-from ..checkpoint import CheckpointError, resolve_checkpoint
+from ..checkpoint import resolve_checkpoint
 from ..data.images import make_grid, to_uint8
 from ..models import ModelConfig, build_generator, latents_from_seeds
 from .display import Animation, Faces
@@ -65,14 +65,11 @@ class FaceGenerator:
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> FaceGenerator:
     """The EMA generator of a training checkpoint or run directory, or of an exported generator file."""
     path = resolve_checkpoint(path)
-    saved = checkpoint.load(path, sections=["model", "G_ema"])
+    has_info = "info" in checkpoint.read_metadata(path, verify=False)  # header only; load() verifies the file once
+    saved = checkpoint.load(path, sections=["model", "G_ema", *(["info"] if has_info else [])])
     network, model = checkpoint.rebuild_network(path, saved, "G_ema", build_generator, "generator")
     device = torch.device(device)
-    info = {"checkpoint": str(path)}
-    try:
-        info.update(checkpoint.load(path, sections=["info"])["info"])
-    except CheckpointError:
-        pass
+    info = {"checkpoint": str(path), **saved.get("info", {})}
     return FaceGenerator(network.to(device).eval().requires_grad_(False), model, info, device)
 
 

@@ -135,7 +135,7 @@ class RealFakeScorer:
 def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cpu") -> RealFakeScorer:
     """The discriminator of a training checkpoint (or the newest one of a run directory)."""
     path = resolve_checkpoint(path)
-    if "D" not in checkpoint.read_metadata(path):
+    if "D" not in checkpoint.read_metadata(path, verify=False):  # header only; load() below verifies the file
         raise CheckpointError(f"{path}: holds no discriminator (a generator-only file); "
                               "scoring needs a training checkpoint or run directory")
     saved = checkpoint.load(path, sections=["model", "D", "progress", "config"])
