@@ -37,12 +37,13 @@ def default_model_path() -> Path:
     return path
 
 
-def load(path: str | os.PathLike | None = None, device: str = "cpu") -> FaceGenerator:
+def load(path: str | os.PathLike | None = None, device: str = "cpu", precision: str = "fp32") -> FaceGenerator:
     """A face generator from a checkpoint file or run directory; the shipped model when `path` is None.
 
     >>> faces = facegan.load("runs/celeba").generate(16, seed=0)   # 16 PIL images
+    `precision`: fp32, bf16 (faster where the hardware supports it) or auto.
     """
-    return load_generator(default_model_path() if path is None else path, device)
+    return load_generator(default_model_path() if path is None else path, device, precision)
 
 
 def prepare(data: str | os.PathLike, size: int = 64, out: str | os.PathLike | None = None,
@@ -88,7 +89,7 @@ def train_on_processes(nproc: int, config: TrainConfig, resume: str | os.PathLik
 def generate(config: GenerateConfig) -> list[Path]:
     """Write faces as PNG files (or one grid) as `facegan generate` does; returns the written paths."""
     config.validate()
-    generator = load(config.checkpoint, config.device)
+    generator = load(config.checkpoint, config.device, config.precision)
     seeds = range(config.seed, config.seed + config.n)
     if config.grid:
         image = generator.grid(config.n, config.seed, config.truncation, config.ncols)
@@ -108,7 +109,7 @@ def generate(config: GenerateConfig) -> list[Path]:
 def interpolate(config: InterpolateConfig) -> Path:
     """Write a latent walk through `config.seeds` as a GIF or MP4."""
     config.validate()
-    generator = load(config.checkpoint, config.device)
+    generator = load(config.checkpoint, config.device, config.precision)
     frames = generator.interpolate(config.seed_list(), config.frames, config.truncation, config.loop)
     return save_animation(frames, config.out, config.fps)
 
@@ -137,7 +138,7 @@ def serve(config: ServeConfig) -> None:
     from .serve import run_server
 
     config.validate()
-    run_server(load(config.checkpoint, config.device), config)
+    run_server(load(config.checkpoint, config.device, config.precision), config)
 
 
 def _generated_batches(generator: FaceGenerator, config: EvalConfig, batch_size: int):
@@ -157,7 +158,7 @@ def evaluate(config: EvalConfig) -> dict:
         width = Image.open(files[0]).width
         size = width if width in SIZES else max(SIZES)
     else:
-        generator = load(config.checkpoint, config.device)
+        generator = load(config.checkpoint, config.device, config.precision)
         fake = net.extract(_generated_batches(generator, config, net.batch_size), total=config.n, progress=config.progress)
         size = generator.size
         checkpoint = Path(generator.info["checkpoint"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import option, precision_option
 
 
 @dataclass
@@ -17,6 +17,7 @@ class GenerateConfig:
     grid: str | None = option(None, "write one grid PNG here instead of single files")
     ncols: int | None = option(None, "columns of the grid (square when unset)")
     device: str = option("cpu", "cpu, cuda or cuda:N")
+    precision: str = precision_option()
 
     def validate(self) -> None:
         if self.n < 1:
@@ -37,6 +38,7 @@ class InterpolateConfig:
     loop: bool = option(False, "return to the first seed at the end, for a seamless loop")
     out: str = option("walk.gif", "output animation: .gif or .mp4")
     device: str = option("cpu", "cpu, cuda or cuda:N")
+    precision: str = precision_option()
 
     def seed_list(self) -> list[int]:
         try:

@@ -1,6 +1,7 @@
 """A trained generator, ready to make faces: loaded from a checkpoint, driven by seeds."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +13,29 @@ from PIL import Image
 
 from .. import checkpoint
 from ..checkpoint import resolve_checkpoint
+from ..config import PRECISIONS
 from ..data.images import make_grid, to_uint8
 from ..models import ModelConfig, build_generator, latents_from_seeds
+from ..models.layout import to_channels_last
 from .display import Animation, Faces
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 natively (CPUs with AVX-512 BF16 or AMX; CUDA GPUs from Ampere on)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 where the hardware runs it natively, else fp32; asking for bf16 elsewhere is an error."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        raise ValueError(f"this {device.type.upper()} has no native bfloat16; use --precision fp32")
+    return precision
 
 
 @dataclass
@@ -25,6 +46,7 @@ class FaceGenerator:
     model: ModelConfig
     info: dict = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
 
     @property
     def size(self) -> int:
@@ -39,8 +61,14 @@ class FaceGenerator:
         """N x H x W x 3 uint8 faces for the latents `z`, computed `batch_size` at a time."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        chunks = [to_uint8(self.network(part.to(self.device)).float().cpu()) for part in z.split(batch_size)]
+        with self._autocast():
+            chunks = [to_uint8(self.network(part.to(self.device)).float().cpu()) for part in z.split(batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.size, self.size, 3), np.uint8)
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def faces(self, seeds: Iterable[int], truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
         return self.images_from_latents(latents_from_seeds(seeds, self.z_dim, truncation), batch_size)
@@ -62,15 +90,21 @@ class FaceGenerator:
         return Animation(self.images_from_latents(latent_walk(keys, frames, loop), batch_size))
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> FaceGenerator:
-    """The EMA generator of a training checkpoint or run directory, or of an exported generator file."""
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32") -> FaceGenerator:
+    """The EMA generator of a training checkpoint or run directory, or of an exported generator file.
+
+    `precision` "bf16" computes under bfloat16 autocast (about 3x the faces per second on CPUs with AVX-512 BF16;
+    faces differ from fp32 by about one grey level), "auto" picks it where the hardware supports it.
+    """
+    device = torch.device(device)
+    precision = resolve_precision(precision, device)
     path = resolve_checkpoint(path)
     has_info = "info" in checkpoint.read_metadata(path, verify=False)  # header only; load() verifies the file once
     saved = checkpoint.load(path, sections=["model", "G_ema", *(["info"] if has_info else [])])
     network, model = checkpoint.rebuild_network(path, saved, "G_ema", build_generator, "generator")
-    device = torch.device(device)
     info = {"checkpoint": str(path), **saved.get("info", {})}
-    return FaceGenerator(network.to(device).eval().requires_grad_(False), model, info, device)
+    network = to_channels_last(network.to(device).eval().requires_grad_(False))
+    return FaceGenerator(network, model, info, device, precision)
 
 
 def save_generator(source: str | os.PathLike, out: str | os.PathLike, info: dict | None = None) -> Path:

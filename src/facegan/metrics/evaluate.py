@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from ..config import option
+from ..config import option, precision_option
 from ..data import DataError, PreparedDataset, cache_root
 from ..data.sources import has_image_extension
 from .fid import fid_from_features, kid_from_features
@@ -39,6 +39,7 @@ class EvalConfig:
     inception: str | None = option(None, "path to the FID Inception weights (else $FACEGAN_INCEPTION, cache, download)")
     out: str | None = option(None, "write the result JSON here (also appended to the run's metrics.jsonl)")
     device: str = option("cpu", "cpu, cuda or cuda:N")
+    precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
 
     def validate(self) -> None:
@@ -106,7 +107,8 @@ def compare(real: np.ndarray, fake: np.ndarray, config: EvalConfig) -> dict:
 def record(result: dict, config: EvalConfig, run_dir: Path | None) -> dict:
     """Add context to `result`, write it to --out and append it to the run's metrics log."""
     result = {**result, "real": config.real, "split": config.split, "checkpoint": config.checkpoint,
-              "fake": config.fake, "truncation": config.truncation, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "fake": config.fake, "truncation": config.truncation,
+              "precision": None if config.fake else config.precision, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if config.out:
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
         Path(config.out).write_text(json.dumps(result, indent=1) + "\n")

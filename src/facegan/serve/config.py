@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import option, precision_option
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -15,6 +15,7 @@ class ServeConfig:
                                     "from other machines")
     port: int = option(7860, "port to listen on (0 picks a free one)")
     device: str = option("cpu", "cpu, cuda or cuda:N")
+    precision: str = precision_option()
     log_level: str = option("warning", "server log level (info logs every request)", choices=LOG_LEVELS)
 
     def validate(self) -> None:
