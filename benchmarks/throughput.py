@@ -41,6 +41,7 @@ from facegan.data import PrepareConfig, PreparedDataset, prepare
 from facegan.files import write_atomically
 from facegan.generate.generator import FaceGenerator
 from facegan.models import ARCHITECTURES, build_generator, build_loss, get_architecture
+from facegan.models.layout import to_channels_last
 from facegan.training.config import TrainConfig
 from facegan.training.loop import real_batch, train_step
 from facegan.training.state import TrainingState, create_state, model_config
@@ -335,37 +336,31 @@ def benchmark_data(dataset: PreparedDataset, batch: int, n_batches: int) -> dict
             "what": "real_batch(): shuffled indices, memmap gather, uint8 -> float [-1, 1], random mirror"}
 
 
-def face_generator(size: int, precision: str) -> FaceGenerator:
-    """A dcgan generator as `facegan generate` runs it (random weights: speed does not depend on them)."""
+def face_generator(size: int, precision: str, channels_last: bool = True) -> FaceGenerator:
+    """A dcgan generator as `facegan.load` builds it (random weights: speed does not depend on them)."""
     model = get_architecture("dcgan").config(size)
     torch.manual_seed(0)
     network = build_generator(model).eval().requires_grad_(False)
-    if precision == "bf16":
-        network = network.to(memory_format=torch.channels_last)
-    return FaceGenerator(network, model)
-
-
-def precision_context(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    return FaceGenerator(to_channels_last(network) if channels_last else network, model, precision=precision)
 
 
 def benchmark_generation(size: int, batches: list[int], peaks: dict, precisions: list[str]) -> list[dict]:
+    """Each precision as shipped (channels-last), and fp32 with contiguous weights to show what the layout buys."""
     rows = []
-    for precision in precisions:
-        generator = face_generator(size, precision)
-        with torch.inference_mode(), precision_context(precision), FlopCounterMode(display=False) as counter:
+    for precision, layout in [(p, "channels_last") for p in precisions] + [("fp32", "contiguous")]:
+        generator = face_generator(size, precision, channels_last=layout == "channels_last")
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             generator.network(torch.randn(1, generator.z_dim))
         flops_per_image = counter.get_total_flops()
         for batch in batches:
             seeds = range(batch)
             steps = 20 if batch == 1 else 5
-            with precision_context(precision):
-                seconds = median_seconds(lambda: generator.faces(seeds, batch_size=batch), warmup=2, steps=steps)
+            seconds = median_seconds(lambda: generator.faces(seeds, batch_size=batch), warmup=2, steps=steps)
             achieved = flops_per_image * batch / seconds / 1e9
-            rows.append({"size": size, "batch": batch, "precision": precision, "img_per_s": batch / seconds,
-                         "latency_ms": seconds * 1000 if batch == 1 else None,
+            rows.append({"size": size, "batch": batch, "precision": precision, "layout": layout,
+                         "img_per_s": batch / seconds, "latency_ms": seconds * 1000 if batch == 1 else None,
                          "gflop_per_image": flops_per_image / 1e9, "fraction_of_peak": achieved / peaks[precision]})
-            print(f"generate {precision} batch {batch}: {batch / seconds:.0f} img/s", file=sys.stderr, flush=True)
+            print(f"generate {precision} {layout} batch {batch}: {batch / seconds:.0f} img/s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -456,7 +451,7 @@ def summarise(result: dict) -> dict:
     seed = {p: find(train, arch="seed", size=seed_size, batch=result["keras"].get("batch"), precision=p)
             for p in s["precisions"]}
     fastest = max((r["img_per_s"] for r in train), default=None)
-    generation = result.get("generation", [])
+    generation = [r for r in result.get("generation", []) if r.get("layout", "channels_last") == "channels_last"]
     return {
         "dcgan_vs_plain_reference": {p: ratio(dcgan[p], reference) for p in s["precisions"]},
         "seed_vs_keras": {p: ratio(seed[p], result["keras"]) for p in s["precisions"]},
@@ -509,8 +504,8 @@ def markdown(result: dict) -> str:
         lines += [f"| {r['variant']} | {r['precision']} | {fmt(r.get('img_per_s')) if 'img_per_s' in r else r['error']} |"
                   for r in result["optimisations"]]
     if result.get("generation"):
-        lines += ["", "| generation 64 px | batch | img/s | latency | % of peak |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['precision']} | {r['batch']} | {r['img_per_s']:.0f} | "
+        lines += ["", "| generation 64 px | layout | batch | img/s | latency | % of peak |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['precision']} | {r.get('layout', 'channels_last')} | {r['batch']} | {r['img_per_s']:.0f} | "
                   f"{fmt(r['latency_ms'], '.1f') + ' ms' if r['latency_ms'] else ''} | {100 * r['fraction_of_peak']:.0f} |"
                   for r in result["generation"]]
     data, inception, memory = result.get("data", {}), result.get("inception", {}), result.get("memory", {})
