@@ -31,6 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="CelebA folder (its train split trains, its test split evaluates)")
     parser.add_argument("--archs", default="dcgan,resnet", help="comma-separated architectures")
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=None, help="batch size of every architecture (default: each its own)")
     parser.add_argument("--minutes", type=float, default=60.0, help="training minutes per architecture")
     parser.add_argument("--interval", type=float, default=10.0, help="minutes between curve points")
     parser.add_argument("--fakes", type=int, default=2000, help="generated faces per curve point")
@@ -61,7 +62,7 @@ def train_chunk(args, arch: str, run_dir: Path, minutes: float) -> None:
     if list_checkpoints(run_dir):
         facegan.train(resume=run_dir, minutes=minutes, progress=False)
     else:
-        facegan.train(args.data, arch=arch, size=args.size, out=str(run_dir), minutes=minutes, device=args.device,
+        facegan.train(args.data, arch=arch, size=args.size, batch=args.batch, out=str(run_dir), minutes=minutes, device=args.device,
                       sample_every=250, checkpoint_every=250, keep=2, progress=False)
 
 
@@ -84,8 +85,9 @@ def run(args) -> list[dict]:
     curve_path = runs / "curve.jsonl"
     archs = args.archs.split(",")
     budget = args.minutes * 60
+    slack = 0.01 * args.interval * 60  # a chunk stops a step early: no extra chunk and curve point for that
     while True:
-        pending = [a for a in archs if trained_seconds(runs / a) < budget - 1]
+        pending = [a for a in archs if trained_seconds(runs / a) < budget - slack]
         if not pending:
             break
         for arch in pending:
