@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facegan.data import PrepareConfig, PreparedDataset, prepare
 from facegan.files import write_atomically
-from facegan.generate.generator import FaceGenerator
+from facegan.generate.generator import FaceGenerator, native_bf16
 from facegan.models import ARCHITECTURES, build_generator, build_loss, get_architecture
 from facegan.models.layout import to_channels_last
 from facegan.training.config import TrainConfig
@@ -106,7 +106,7 @@ def count_flops(step) -> int:
 
 
 def bf16_supported() -> bool:
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return native_bf16(CPU)
 
 
 def matmul_peak(dtype: torch.dtype, n: int) -> float:

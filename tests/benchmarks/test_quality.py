@@ -2,18 +2,13 @@
 
 FID itself is tested in tests/metrics; here the evaluation is replaced by a record of what was asked, so the
 test checks the schedule, the resume and the outputs (no timing checks)."""
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
+from . import load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality")
 
 
 def fake_evaluate(calls):

@@ -1,18 +1,13 @@
 """benchmarks/throughput.py in --quick mode on synthetic faces: it runs and writes complete JSON (no timing checks)."""
-import importlib.util
 import json
-from pathlib import Path
 
 from facegan.models import ARCHITECTURES
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
+from . import load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("throughput")
 
 
 def test_quick_run_writes_every_section(face_folder, tmp_path):
