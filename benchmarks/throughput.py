@@ -105,10 +105,6 @@ def count_flops(step) -> int:
     return int(counter.get_total_flops())
 
 
-def bf16_supported() -> bool:
-    return native_bf16(CPU)
-
-
 def matmul_peak(dtype: torch.dtype, n: int) -> float:
     """GFLOP/s of an n x n matmul: the most this CPU does with this dtype, the yardstick for every fraction of peak."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
@@ -128,7 +124,7 @@ def environment() -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "python": platform.python_version(), "torch": torch.__version__, "cpu": cpu, "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "bf16_supported": bf16_supported(), "load_average_start": list(os.getloadavg())}
+            "bf16_supported": native_bf16(CPU), "load_average_start": list(os.getloadavg())}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -535,7 +531,7 @@ def main(argv=None) -> dict:
         s["grid"] = [tuple(int(v) for v in pair.split("x")) for pair in args.grid.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     archs = [a for a in args.archs.split(",") if a]
-    if not bf16_supported():
+    if not native_bf16(CPU):
         s["precisions"] = ["fp32"]
     result: dict = {"environment": environment(), "settings": s, "section_seconds": {}}
 

@@ -1,7 +1,6 @@
 """A trained generator, ready to make faces: loaded from a checkpoint, driven by seeds."""
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from ..checkpoint import resolve_checkpoint
 from ..config import PRECISIONS
 from ..data.images import make_grid, to_uint8
 from ..models import ModelConfig, build_generator, latents_from_seeds
-from ..models.layout import to_channels_last
+from ..models.layout import bf16_autocast, to_channels_last
 from .display import Animation, Faces
 
 
@@ -61,14 +60,9 @@ class FaceGenerator:
         """N x H x W x 3 uint8 faces for the latents `z`, computed `batch_size` at a time."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        with self._autocast():
+        with bf16_autocast(self.device, self.precision == "bf16"):
             chunks = [to_uint8(self.network(part.to(self.device)).float().cpu()) for part in z.split(batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.size, self.size, 3), np.uint8)
-
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def faces(self, seeds: Iterable[int], truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
         return self.images_from_latents(latents_from_seeds(seeds, self.z_dim, truncation), batch_size)

@@ -1,5 +1,8 @@
-"""Memory layout of networks: channels-last, which oneDNN (CPU) and tensor cores (CUDA) run fastest."""
+"""How networks run fastest: channels-last memory layout, which oneDNN (CPU) and tensor cores (CUDA) prefer,
+and bfloat16 autocast."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -12,3 +15,8 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     once and returns channels-last outputs. Values and shapes are unchanged.
     """
     return module.to(memory_format=torch.channels_last)
+
+
+def bf16_autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on `device` when `enabled`, else a context that changes nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()

@@ -1,7 +1,6 @@
 """One training loop for every architecture: the loss decides what each phase computes."""
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data import PrepareConfig, PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
+from ..models.layout import bf16_autocast
 from . import distributed, guard, reporting
 from .config import TrainConfig
 from .state import TrainingState, checkpoint_path, create_state, load_latest, model_config
@@ -86,9 +86,7 @@ def update_ema(state: TrainingState) -> None:
 
 
 def autocast(config: TrainConfig, device: torch.device):
-    if config.amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return bf16_autocast(device, config.amp == "bf16")
 
 
 def real_batch(state: TrainingState, dataset: PreparedDataset, device: torch.device) -> torch.Tensor:
