@@ -3,7 +3,8 @@
     python benchmarks/quality.py --data ../shared/datasets/celeba --minutes 60
 
 Architectures take turns in chunks of --interval minutes of training time, so that anything else
-the machine does slows them alike. After each chunk the chunk's checkpoint is evaluated with
+the machine does slows them alike. An entry ARCH+bf16 trains ARCH with bf16 mixed precision
+(`--amp bf16`) in a run of its own. After each chunk the chunk's checkpoint is evaluated with
 --fakes generated faces against the test split; when every budget is spent, each final
 checkpoint is evaluated with --final-fakes faces. Everything is appended to curve.jsonl in the
 runs folder, so the command can be stopped and run again: it continues where it left off
@@ -29,7 +30,7 @@ from facegan.training.state import list_checkpoints
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="CelebA folder (its train split trains, its test split evaluates)")
-    parser.add_argument("--archs", default="dcgan,resnet", help="comma-separated architectures")
+    parser.add_argument("--archs", default="dcgan,resnet", help="comma-separated architectures; ARCH+bf16 trains in bf16")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=None, help="batch size of every architecture (default: each its own)")
     parser.add_argument("--minutes", type=float, default=60.0, help="training minutes per architecture")
@@ -58,12 +59,21 @@ def trained_seconds(run_dir: Path) -> float:
     return checkpoint.load(found[0], ["progress"])["progress"]["train_seconds"] if found else 0.0
 
 
-def train_chunk(args, arch: str, run_dir: Path, minutes: float) -> None:
+def parse_entry(entry: str) -> tuple[str, str]:
+    """"resnet+bf16" -> ("resnet", "bf16"); a plain name trains in fp32 ("off")."""
+    arch, _, amp = entry.partition("+")
+    if amp not in ("", "bf16"):
+        raise SystemExit(f"--archs entry {entry!r}: the only suffix is +bf16")
+    return arch, amp or "off"
+
+
+def train_chunk(args, entry: str, run_dir: Path, minutes: float) -> None:
     if list_checkpoints(run_dir):
         facegan.train(resume=run_dir, minutes=minutes, progress=False)
     else:
-        facegan.train(args.data, arch=arch, size=args.size, batch=args.batch, out=str(run_dir), minutes=minutes, device=args.device,
-                      sample_every=250, checkpoint_every=250, keep=2, progress=False)
+        arch, amp = parse_entry(entry)
+        facegan.train(args.data, arch=arch, amp=amp, size=args.size, batch=args.batch, out=str(run_dir), minutes=minutes,
+                      device=args.device, sample_every=250, checkpoint_every=250, keep=2, progress=False)
 
 
 def evaluate(args, run_dir: Path, fakes: int) -> dict:

@@ -4,6 +4,11 @@ FID itself is tested in tests/metrics; here the evaluation is replaced by a reco
 test checks the schedule, the resume and the outputs (no timing checks)."""
 import json
 
+import pytest
+
+from facegan import checkpoint
+from facegan.training.state import list_checkpoints
+
 from . import load_benchmark
 
 
@@ -23,23 +28,32 @@ def test_architectures_take_turns_until_each_budget_is_spent(face_folder, tmp_pa
     calls = []
     monkeypatch.setattr(module, "evaluate", fake_evaluate(calls))
     argv = ["--data", str(face_folder), "--size", "32", "--batch", "8", "--minutes", "0.06", "--interval", "0.03", "--fakes", "20",
-            "--final-fakes", "50", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+            "--final-fakes", "50", "--archs", "dcgan,resnet+bf16", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     module.main(argv)
 
     curve = [r for r in map(json.loads, (tmp_path / "runs" / "curve.jsonl").read_text().splitlines())]
     points = [(r["arch"], r["final"]) for r in curve]
     chunks = [arch for arch, final in points if not final]
-    assert chunks[:2] == ["dcgan", "resnet"], "the architectures take turns"
-    assert points[len(chunks):] == [("dcgan", True), ("resnet", True)], "final numbers come after every chunk"
+    assert chunks[:2] == ["dcgan", "resnet+bf16"], "the architectures take turns"
+    assert points[len(chunks):] == [("dcgan", True), ("resnet+bf16", True)], "final numbers come after every chunk"
     assert [fakes for _, fakes in calls] == [20] * len(chunks) + [50, 50]
     for record in curve:  # a chunk may overrun by a step
         assert record["minutes"] > 0 and record["step"] > 0
     for record in curve[len(chunks):]:
         assert record["minutes"] >= 0.06 - 1 / 60, "the final numbers come after the whole budget"
+    configs = {name: checkpoint.load(list_checkpoints(tmp_path / "runs" / name)[0], ["config"])["config"]
+               for name in ("dcgan", "resnet+bf16")}
+    assert (configs["dcgan"]["arch"], configs["dcgan"]["amp"]) == ("dcgan", "off")
+    assert (configs["resnet+bf16"]["arch"], configs["resnet+bf16"]["amp"]) == ("resnet", "bf16")
     summary = json.loads((tmp_path / "out" / "quality.json").read_text())
-    assert set(summary["final"]) == {"dcgan", "resnet"} and len(summary["curve"]) == len(chunks)
+    assert set(summary["final"]) == {"dcgan", "resnet+bf16"} and len(summary["curve"]) == len(chunks)
     assert (tmp_path / "out" / "quality.png").stat().st_size > 0
 
     module.main(argv)  # everything is done: a second run adds nothing and only rewrites the summary
     assert len(calls) == len(curve)
     assert len((tmp_path / "runs" / "curve.jsonl").read_text().splitlines()) == len(curve)
+
+
+def test_an_unknown_suffix_is_refused():
+    with pytest.raises(SystemExit, match=r"\+bf16"):
+        load_script().parse_entry("resnet+fp16")
