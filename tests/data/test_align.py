@@ -177,13 +177,15 @@ def test_tilted_scaled_face_is_recovered(reference_face):
     assert set(face.landmarks) >= {"eye_left", "eye_right", "nose_tip", "mouth_left", "mouth_right"}
 
 
-def test_strongly_tilted_face_is_found_by_the_turned_search(reference_face):
+@pytest.mark.parametrize("turned", ["auto", "always"])
+def test_strongly_tilted_face_is_found_by_the_turned_search(reference_face, turned):
     import facegan
 
     photo, reference = reference_face
     placed = Similarity.from_params(1.4, -33.0, 150.0, 170.0)
     canvas = paste(noise_canvas((640, 560)), photo, placed)
-    (face,) = facegan.align(canvas, turned="always")
+    assert facegan.align(canvas, turned="never") == [], "upright HOG alone misses this face"
+    (face,) = facegan.align(canvas, turned=turned)
     assert face.transform.angle_deg == pytest.approx(reference.transform.angle_deg + 33.0, abs=3)
     left, right = face.transform.apply(np.stack([face.landmarks["eye_left"], face.landmarks["eye_right"]]))
     assert abs(left[1] - right[1]) < 1.5
