@@ -95,7 +95,7 @@ def run(args) -> list[dict]:
     curve_path = runs / "curve.jsonl"
     archs = args.archs.split(",")
     budget = args.minutes * 60
-    slack = 0.01 * args.interval * 60  # a chunk stops a step early: no extra chunk and curve point for that
+    slack = 0.05 * args.interval * 60  # a chunk may stop a few seconds early: no extra chunk and curve point for that
     while True:
         pending = [a for a in archs if trained_seconds(runs / a) < budget - slack]
         if not pending:
