@@ -4,8 +4,9 @@ For each photo: detect faces on a downscaled grey copy (dlib's HOG detector; its
 often faces tilted beyond its reach, are searched again on turned copies of their surroundings),
 place landmarks on the full-resolution photo (dlib's shape predictor), fit a similarity transform
 (rotation, uniform scale, translation; no shear) from the landmarks to a template by least
-squares (Umeyama), and warp. Parts of the crop that fall outside the photo are filled by mirror reflection of the photo
-(numpy ``symmetric`` padding); the fraction of the crop so filled is recorded per face.
+squares (Umeyama), and warp. Parts of the crop that fall outside the photo are filled by mirror
+reflection of the photo (numpy ``symmetric`` padding); the fraction of the crop so filled is
+recorded per face.
 
 Templates give landmark positions as fractions of the crop side (x right, y down), for the points
 ``eye_left`` and ``eye_right`` (eye centres, left/right as seen in the image), ``nose_tip``,
