@@ -94,6 +94,8 @@ def run(args) -> list[dict]:
     runs.mkdir(parents=True, exist_ok=True)
     curve_path = runs / "curve.jsonl"
     archs = args.archs.split(",")
+    for entry in archs:
+        parse_entry(entry)  # refuse a bad entry before any training
     budget = args.minutes * 60
     slack = 0.05 * args.interval * 60  # a chunk may stop a few seconds early: no extra chunk and curve point for that
     while True:
