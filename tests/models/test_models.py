@@ -21,6 +21,9 @@ PARAMETER_COUNTS = {
     ("dcgan", 32): (1_068_928, 663_296),
     ("dcgan", 64): (3_576_704, 2_765_568),
     ("dcgan", 128): (7_772_032, 6_960_896),
+    ("dcgan-r1", 32): (1_068_928, 662_530),  # dcgan's generator; D without BatchNorm, plus 2 logit parameters
+    ("dcgan-r1", 64): (3_576_704, 2_763_778),
+    ("dcgan-r1", 128): (7_772_032, 6_958_082),
     ("resnet", 32): (420_755, 307_473),
     ("resnet", 64): (1_160_339, 1_228_689),
     ("resnet", 128): (2_406_035, 2_474_385),
@@ -150,3 +153,20 @@ def test_unknown_augmentation_is_refused():
 def test_seed_out_of_range():
     with pytest.raises(ValueError, match="outside"):
         latents_from_seeds([2**32], 10)
+
+
+def test_dcgan_r1_spread_term_equals_a_convolution_over_a_spread_channel():
+    from facegan.models.resnet import minibatch_stddev
+
+    torch.manual_seed(0)
+    D = build_discriminator(get_architecture("dcgan-r1").config(32, width=4))
+    with torch.no_grad():
+        D.spread_weight.fill_(0.7)
+        D.output.weight.normal_()
+    images = torch.randn(8, 3, 32, 32)
+    features = D.features(images)
+    weight = torch.cat([D.output.weight, torch.full_like(D.output.weight[:, :1], 0.7 / 16)], dim=1)
+    expected = torch.nn.functional.conv2d(minibatch_stddev(features), weight, D.output.bias).view(-1)
+    assert torch.allclose(D(images), expected, atol=1e-5)
+    alone = D(images[:4])
+    assert not torch.allclose(alone, D(torch.cat([images[:4], images[:4] * 3]))[:4])  # the spread sees the group

@@ -76,12 +76,21 @@ class Generator(nn.Module):
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))
 
 
-def minibatch_stddev(x: Tensor, group: int = 4) -> Tensor:
-    """Append the average feature spread across small groups of images (Karras et al. 2018) as one channel."""
+def minibatch_spread(x: Tensor, group: int = 4) -> Tensor:
+    """Each image's average feature spread across its small group of images (Karras et al. 2018), shape (n,)."""
     n, c, h, w = x.shape
     g = math.gcd(group, n)
-    spread = x.float().reshape(g, -1, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=[1, 2, 3])
-    spread = spread.to(x.dtype).view(-1, 1, 1, 1).repeat(g, 1, h, w)
+    groups = x.float().reshape(g, -1, c, h, w)
+    # Written out because torch.var over the first dimension of a channels-last tensor is 20x slower.
+    variance = (groups - groups.mean(dim=0)).square().mean(dim=0)
+    spread = variance.add(1e-8).sqrt().mean(dim=[1, 2, 3])
+    return spread.to(x.dtype).repeat(g)
+
+
+def minibatch_stddev(x: Tensor, group: int = 4) -> Tensor:
+    """Append `minibatch_spread` as one more channel."""
+    n, c, h, w = x.shape
+    spread = minibatch_spread(x, group).view(-1, 1, 1, 1).expand(n, 1, h, w)
     return torch.cat([x, spread], dim=1)
 
 
