@@ -21,9 +21,9 @@ PARAMETER_COUNTS = {
     ("dcgan", 32): (1_068_928, 663_296),
     ("dcgan", 64): (3_576_704, 2_765_568),
     ("dcgan", 128): (7_772_032, 6_960_896),
-    ("dcgan-r1", 32): (1_068_928, 662_530),  # dcgan's generator; D without BatchNorm, plus 2 logit parameters
-    ("dcgan-r1", 64): (3_576_704, 2_763_778),
-    ("dcgan-r1", 128): (7_772_032, 6_958_082),
+    ("dcgan-sn", 32): (1_068_928, 662_977),  # dcgan's generator; D with conv biases instead of BatchNorm
+    ("dcgan-sn", 64): (3_576_704, 2_764_737),
+    ("dcgan-sn", 128): (7_772_032, 6_959_553),
     ("resnet", 32): (420_755, 307_473),
     ("resnet", 64): (1_160_339, 1_228_689),
     ("resnet", 128): (2_406_035, 2_474_385),
@@ -155,18 +155,26 @@ def test_seed_out_of_range():
         latents_from_seeds([2**32], 10)
 
 
-def test_dcgan_r1_spread_term_equals_a_convolution_over_a_spread_channel():
+
+def test_minibatch_stddev_appends_the_group_spread():
     from facegan.models.resnet import minibatch_stddev
 
-    torch.manual_seed(0)
-    D = build_discriminator(get_architecture("dcgan-r1").config(32, width=4))
-    with torch.no_grad():
-        D.spread_weight.fill_(0.7)
-        D.output.weight.normal_()
-    images = torch.randn(8, 3, 32, 32)
-    features = D.features(images)
-    weight = torch.cat([D.output.weight, torch.full_like(D.output.weight[:, :1], 0.7 / 16)], dim=1)
-    expected = torch.nn.functional.conv2d(minibatch_stddev(features), weight, D.output.bias).view(-1)
-    assert torch.allclose(D(images), expected, atol=1e-5)
-    alone = D(images[:4])
-    assert not torch.allclose(alone, D(torch.cat([images[:4], images[:4] * 3]))[:4])  # the spread sees the group
+    x = torch.randn(8, 5, 4, 4).to(memory_format=torch.channels_last)
+    groups = x.reshape(4, 2, 5, 4, 4)  # images i and i + 2, i + 4, i + 6 form a group
+    spread = groups.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=[1, 2, 3]).repeat(4)
+    out = minibatch_stddev(x)
+    assert out.shape == (8, 6, 4, 4)
+    assert torch.equal(out[:, :5], x)
+    assert torch.allclose(out[:, 5], spread.view(8, 1, 1).expand(8, 4, 4), atol=1e-6)
+
+
+def test_spectral_norm_bounds_every_dcgan_sn_layer():
+    D = build_discriminator(get_architecture("dcgan-sn").config(32, width=4))
+    D.train()
+    for _ in range(30):  # power iterations converge over forward passes
+        D(torch.randn(2, 3, 32, 32))
+    convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert float(sigma) == pytest.approx(1.0, abs=0.02)
