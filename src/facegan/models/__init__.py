@@ -1,5 +1,5 @@
 """Networks and losses, chosen by name from one registry. Importing this package registers them all."""
-from . import dcgan, dcgan_sn, mlp, resnet, seed  # noqa: F401  (registers the architectures)
+from . import dcgan, mlp, resnet, seed  # noqa: F401  (registers the architectures)
 from .latent import MAX_SEED, latents_from_seeds
 from .registry import (
     ARCHITECTURES,
