@@ -37,11 +37,18 @@ TEMPLATE_NAMES = ("celeba", "ffhq")
 FACE_CHOICES = ("largest", "all")
 TURNED_CHOICES = ("auto", "always", "never")
 TURN_ANGLES = (20.0, -20.0)
-# HOG scores a tilted face low but rarely far below its threshold (0): with --turned auto, upright
-# detections down to NEAR_MISS_SCORE are checked again on copies of the area around them, turned
-# by TURN_ANGLES, that are CHIP_WIDTHS face widths wide; only a face found there is kept.
+# HOG misses many tilted faces but scores them just below its threshold (0). With --turned auto, the
+# best MAX_NEAR_MISSES upright detections down to NEAR_MISS_SCORE are checked by dlib's CNN detector
+# on an upright chip CHIP_WIDTHS box widths wide, scaled so the face is CNN_CHIP_FACE_PX wide; a face
+# found there is kept.
 NEAR_MISS_SCORE = -0.8
-CHIP_WIDTHS = 2.5
+MAX_NEAR_MISSES = 2
+CHIP_WIDTHS = 1.7
+CNN_CHIP_FACE_PX = 90
+# A confirmed face's tilt comes from HOG on copies of its surroundings (TURNED_CHIP_WIDTHS box widths
+# wide) turned by TURN_ANGLES where HOG finds it there, else from a first landmark fit.
+TURNED_CHIP_WIDTHS = 2.5
+MIN_TILT = 10.0  # degrees; a face tilted more gets its landmarks again on a chip turned upright
 LANDMARK_MODELS = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predictor_68_face_landmarks.dat"}
 CNN_DETECTOR_MODEL = "mmod_human_face_detector.dat"
 INSTALL_HINT = 'face alignment needs dlib and its models: pip install "facegan[align]"'
@@ -60,6 +67,12 @@ CELEBA_POINTS = {
 # at the scale where --min-face becomes this, but never on more than MAX_DETECT_PIXELS.
 DETECTOR_FACE_PX = {"hog": 80, "cnn": 40}
 MAX_DETECT_PIXELS = 4_000_000
+# The detector's boxes come in steps of 6/5 (its image pyramid), so a face just wider than --min-face
+# can get a box up to a sixth narrower. A box down to MIN_FACE_BOX_SLACK x --min-face is kept when
+# the face's width from its eye distance reaches --min-face: FACE_WIDTH_PER_EYE_DISTANCE is the
+# median detector box on CelebA (90 px) over the template's eye distance (38.3 px of the 178 px crop).
+MIN_FACE_BOX_SLACK = 0.8
+FACE_WIDTH_PER_EYE_DISTANCE = 2.35
 
 
 @dataclass(frozen=True)
@@ -196,6 +209,11 @@ class AlignedFace:
         """The face's size in the photo: the detector box's width."""
         return self.box[2] - self.box[0]
 
+    def eye_width(self) -> float:
+        """The face's size from its landmarks, in the detector box's units (see FACE_WIDTH_PER_EYE_DISTANCE)."""
+        eyes = np.subtract(self.landmarks["eye_right"], self.landmarks["eye_left"])
+        return FACE_WIDTH_PER_EYE_DISTANCE * float(np.hypot(*eyes))
+
     def record(self) -> dict:
         """What the prepare manifest keeps about this face."""
         return {
@@ -284,10 +302,14 @@ class FaceAligner:
         detections = sorted(self.detect(pixels), key=lambda d: -(d[0][2] - d[0][0]))
         faces, too_small = [], 0
         for box, score, angle in detections:
-            if box[2] - box[0] < self.options.min_face:
+            if box[2] - box[0] < MIN_FACE_BOX_SLACK * self.options.min_face:
                 too_small += 1
                 continue
-            faces.append(self.align_box(pixels, box, score, len(faces), angle))
+            face = self.align_box(pixels, box, score, len(faces), angle)
+            if box[2] - box[0] < self.options.min_face and face.eye_width() < self.options.min_face:
+                too_small += 1
+                continue
+            faces.append(face)
             if self.options.faces == "largest":
                 break
         return AlignResult(faces, too_small)
@@ -313,18 +335,19 @@ class FaceAligner:
             return suppress_duplicates(found)
         upright = self._detect_turned(grey, scale, 0.0, threshold=NEAR_MISS_SCORE)
         found = [hit for hit in upright if hit[1] >= 0]
-        for box, score, _ in upright:
-            if score < 0 and not any(same_face(box, other) for other, _, _ in found):
-                found += self._confirm_turned(grey, scale, box)
+        near_misses = sorted((hit for hit in upright if hit[1] < 0), key=lambda hit: -hit[1])
+        for box, score, _ in near_misses[:MAX_NEAR_MISSES]:
+            if not any(same_face(box, other) for other, _, _ in found) and self._confirm_near_miss(pixels, box):
+                found += self._search_turned_chip(grey, scale, box) or [(box, score, None)]
         return suppress_duplicates(found)
 
-    def _confirm_turned(self, grey: Image.Image, scale: float, box) -> list:
-        """Detections on turned copies of a chip of ``grey`` around ``box`` (photo pixels) that lie on its face.
+    def _search_turned_chip(self, grey: Image.Image, scale: float, box) -> list:
+        """HOG detections on turned copies of a chip of ``grey`` around ``box`` (photo pixels) that lie on its face.
 
         The chip is never clipped at the photo's edges (Pillow fills outside with black): a face near
         an edge keeps the context around it that the detector's window needs once turned.
         """
-        half = CHIP_WIDTHS * (box[2] - box[0]) * scale / 2
+        half = TURNED_CHIP_WIDTHS * (box[2] - box[0]) * scale / 2
         centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) * scale
         left, top, right, bottom = (int(v) for v in (*(centre - half), *(centre + half)))
         chip = grey.crop((left, top, right, bottom))
@@ -336,6 +359,25 @@ class FaceAligner:
                 if same_face(photo_box, box):
                     hits.append((photo_box, score, angle))
         return hits
+
+    def _confirm_near_miss(self, pixels: np.ndarray, box) -> bool:
+        """Whether dlib's CNN detector finds a face on ``box`` (photo pixels), searching an upright chip around it.
+
+        The chip is never clipped at the photo's edges (Pillow fills outside with black): a face near
+        an edge keeps the context around it that the detector needs.
+        """
+        width = box[2] - box[0]
+        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        left, top, right, bottom = (round(v) for v in (*(centre - CHIP_WIDTHS * width / 2), *(centre + CHIP_WIDTHS * width / 2)))
+        zoom = CNN_CHIP_FACE_PX / width
+        chip = Image.fromarray(pixels).crop((left, top, right, bottom))
+        chip = chip.resize((max(1, round(chip.width * zoom)), max(1, round(chip.height * zoom))), Image.BILINEAR)
+        for hit in self.models()["confirmer"](np.asarray(chip), 0):
+            r = hit.rect
+            chip_box = np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1]) / zoom
+            if same_face(tuple(chip_box + [left, top, left, top]), box):
+                return True
+        return False
 
     def _detect_turned(self, grey: Image.Image, scale: float, angle: float, threshold: float = 0.0) -> list:
         turned = grey.rotate(angle, resample=Image.BILINEAR, expand=True) if angle else grey
@@ -380,8 +422,15 @@ class FaceAligner:
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64) + 0.5
         return named_points(points)
 
-    def align_box(self, pixels: np.ndarray, box, score: float, index: int, angle: float = 0.0) -> AlignedFace:
-        points = self.landmarks(pixels, box, angle)
+    def align_box(self, pixels: np.ndarray, box, score: float, index: int, angle: float | None = 0.0
+                  ) -> AlignedFace:
+        """The aligned face in ``box``, found on a copy turned by ``angle`` (0 or None: upright, tilt measured here)."""
+        points = self.landmarks(pixels, box, angle or 0.0)
+        if not angle:  # found upright: the landmark model places points on a tilted face less well
+            eyes = np.subtract(points["eye_right"], points["eye_left"])
+            tilt = float(np.degrees(np.arctan2(eyes[1], eyes[0])))
+            if abs(tilt) > MIN_TILT:
+                points = self.landmarks(pixels, box, tilt)
         names = tuple(points)
         side = self.options.size
         to_crop = fit_similarity(np.stack([points[n] for n in names]),
@@ -395,12 +444,12 @@ class FaceAligner:
             import dlib
 
             folder = model_dir()
-            if self.options.detector == "cnn":
-                detector = dlib.cnn_face_detection_model_v1(str(folder / CNN_DETECTOR_MODEL))
-            else:
-                detector = dlib.get_frontal_face_detector()
+            cnn = None
+            if self.options.detector == "cnn" or self.options.turned == "auto":
+                cnn = dlib.cnn_face_detection_model_v1(str(folder / CNN_DETECTOR_MODEL))
+            detector = cnn if self.options.detector == "cnn" else dlib.get_frontal_face_detector()
             predictor = dlib.shape_predictor(str(folder / LANDMARK_MODELS[self.options.landmarks]))
-            self._models = {"detector": detector, "predictor": predictor}
+            self._models = {"detector": detector, "predictor": predictor, "confirmer": cnn}
         return self._models
 
 
