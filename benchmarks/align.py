@@ -55,7 +55,7 @@ CELEBA_FACE_WIDTH = CELEBA_BOX[2] - CELEBA_BOX[0]
 CELEBA_CROP_TOP = 20  # facegan's face crop: rows 20..197
 MIN_WIDTH = 48
 MAX_ROTATION = 35.0
-BACKENDS = {  # "turned": where copies turned by +-20 degrees are searched (auto: around near misses; always: everywhere)
+BACKENDS = {  # "turned": auto: the CNN checks HOG's best near misses; always: also whole copies turned by +-20 degrees
     "hog+68": dict(detector="hog", landmarks=68, turned="auto"),
     "hog+68 upright only": dict(detector="hog", landmarks=68, turned="never"),
     "hog+68 turned always": dict(detector="hog", landmarks=68, turned="always"),

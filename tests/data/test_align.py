@@ -191,6 +191,23 @@ def test_strongly_tilted_face_is_found_by_the_turned_search(reference_face, turn
     assert abs(left[1] - right[1]) < 1.5
 
 
+def test_min_face_keeps_a_face_whose_box_is_a_pyramid_step_too_narrow(reference_face, monkeypatch):
+    from facegan.data.align import FaceAligner
+
+    photo, _ = reference_face
+    canvas = paste(noise_canvas((400, 400)), photo, Similarity.from_params(0.8, 0.0, 100.0, 80.0))
+    (face,) = FaceAligner(AlignOptions())(canvas).faces
+    centre, half = np.add(face.box[:2], face.box[2:]) / 2, 0.85 * face.width / 2  # the next box size down
+    narrow_box = (*(centre - half), *(centre + half))
+    monkeypatch.setattr(FaceAligner, "detect", lambda self, pixels: [(narrow_box, 1.0, 0.0)])
+    eye_width = FaceAligner(AlignOptions())(canvas).faces[0].eye_width()
+    assert 2 * half < eye_width < 2 * half / 0.8
+    kept = FaceAligner(AlignOptions(min_face=int(eye_width)))(canvas)
+    assert len(kept.faces) == 1 and kept.too_small == 0
+    dropped = FaceAligner(AlignOptions(min_face=int(eye_width) + 1))(canvas)
+    assert dropped.faces == [] and dropped.too_small == 1
+
+
 def test_images_without_faces_give_no_faces(reference_face):
     import facegan
 

@@ -1,7 +1,7 @@
 """Finding faces in ordinary photos and warping each into one canonical crop.
 
-For each photo: detect faces on a downscaled grey copy (dlib's HOG detector; its near misses,
-often faces tilted beyond its reach, are searched again on turned copies of their surroundings),
+For each photo: detect faces on a downscaled grey copy (dlib's HOG detector; its best near misses,
+often faces tilted beyond its reach, are checked by dlib's CNN detector on a chip around each),
 place landmarks on the full-resolution photo (dlib's shape predictor), fit a similarity transform
 (rotation, uniform scale, translation; no shear) from the landmarks to a template by least
 squares (Umeyama), and warp. Parts of the crop that fall outside the photo are filled by mirror
@@ -317,9 +317,9 @@ class FaceAligner:
     def detect(self, pixels: np.ndarray) -> list[tuple[tuple[float, float, float, float], float, float]]:
         """(box in photo pixels, score, rotation) per face, found on a grey copy scaled so --min-face is findable.
 
-        Tilted faces: "always" also searches whole copies turned by TURN_ANGLES; "auto" (HOG only)
-        searches turned copies of the area around each near miss of the upright search, which
-        costs a fraction of that. A face found at several angles is kept once.
+        Tilted faces: "auto" (HOG only) has the CNN detector check the best near misses of the
+        upright search (rotation None: not known yet); "always" also searches whole copies turned
+        by TURN_ANGLES, at several times the cost. A face found at several angles is kept once.
         """
         height, width = pixels.shape[:2]
         detector_px = DETECTOR_FACE_PX[self.options.detector]
@@ -327,19 +327,24 @@ class FaceAligner:
         grey = Image.fromarray(pixels).convert("L")
         if abs(scale - 1) > 0.02:
             grey = grey.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
-        if self.options.turned != "auto" or self.options.detector != "hog":
+        if self.options.turned == "never" or self.options.detector != "hog":
             found = self._detect_turned(grey, scale, 0.0)
-            if self.options.turned == "always":
-                for angle in TURN_ANGLES:
-                    found += self._detect_turned(grey, scale, angle)
-            return suppress_duplicates(found)
+        else:
+            found = self._detect_confirming_near_misses(pixels, grey, scale)
+        if self.options.turned == "always":
+            for angle in TURN_ANGLES:
+                found += self._detect_turned(grey, scale, angle)
+        return suppress_duplicates(found)
+
+    def _detect_confirming_near_misses(self, pixels: np.ndarray, grey: Image.Image, scale: float) -> list:
+        """Upright HOG detections, plus its best near misses that the CNN detector confirms."""
         upright = self._detect_turned(grey, scale, 0.0, threshold=NEAR_MISS_SCORE)
         found = [hit for hit in upright if hit[1] >= 0]
         near_misses = sorted((hit for hit in upright if hit[1] < 0), key=lambda hit: -hit[1])
         for box, score, _ in near_misses[:MAX_NEAR_MISSES]:
             if not any(same_face(box, other) for other, _, _ in found) and self._confirm_near_miss(pixels, box):
                 found += self._search_turned_chip(grey, scale, box) or [(box, score, None)]
-        return suppress_duplicates(found)
+        return found
 
     def _search_turned_chip(self, grey: Image.Image, scale: float, box) -> list:
         """HOG detections on turned copies of a chip of ``grey`` around ``box`` (photo pixels) that lie on its face.
@@ -445,7 +450,7 @@ class FaceAligner:
 
             folder = model_dir()
             cnn = None
-            if self.options.detector == "cnn" or self.options.turned == "auto":
+            if self.options.detector == "cnn" or self.options.turned != "never":
                 cnn = dlib.cnn_face_detection_model_v1(str(folder / CNN_DETECTOR_MODEL))
             detector = cnn if self.options.detector == "cnn" else dlib.get_frontal_face_detector()
             predictor = dlib.shape_predictor(str(folder / LANDMARK_MODELS[self.options.landmarks]))

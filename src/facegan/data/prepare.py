@@ -84,8 +84,8 @@ class PrepareConfig:
     margin: float = field(default=0.0, metadata={
         "help": "with --align: widen the template crop by this fraction of its side on each side"})
     turned: str = field(default="auto", metadata={
-        "help": "with --align: search copies turned by +-20 degrees for tilted faces: auto (around the upright "
-        "search's near misses), always (the whole photo; slower), never", "choices": TURNED_CHOICES})
+        "help": "with --align, for tilted faces: auto (a CNN detector checks the upright search's best near "
+        "misses), always (also search whole copies turned by +-20 degrees; slower), never", "choices": TURNED_CHOICES})
 
     def __post_init__(self) -> None:
         self.validate()

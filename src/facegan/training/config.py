@@ -45,8 +45,8 @@ class TrainConfig:
     min_face: int = option(48, "with --align: skip faces narrower than this many pixels in the photo")
     faces: str = option("largest", "with --align: keep the largest face of each photo, or all", choices=FACE_CHOICES)
     margin: float = option(0.0, "with --align: widen the crop by this fraction of its side on each side")
-    turned: str = option("auto", "with --align: search turned copies for tilted faces (auto: around the upright "
-                         "search's near misses)", choices=TURNED_CHOICES)
+    turned: str = option("auto", "with --align, for tilted faces: auto (a CNN detector checks the upright search's "
+                         "best near misses), always (also whole turned copies), never", choices=TURNED_CHOICES)
     progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> None:
