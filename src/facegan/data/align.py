@@ -373,7 +373,8 @@ class FaceAligner:
         """
         width = box[2] - box[0]
         centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-        left, top, right, bottom = (round(v) for v in (*(centre - CHIP_WIDTHS * width / 2), *(centre + CHIP_WIDTHS * width / 2)))
+        half = CHIP_WIDTHS * width / 2
+        left, top, right, bottom = (round(v) for v in (*(centre - half), *(centre + half)))
         zoom = CNN_CHIP_FACE_PX / width
         chip = Image.fromarray(pixels).crop((left, top, right, bottom))
         chip = chip.resize((max(1, round(chip.width * zoom)), max(1, round(chip.height * zoom))), Image.BILINEAR)
