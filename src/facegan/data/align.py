@@ -318,8 +318,9 @@ class FaceAligner:
         """(box in photo pixels, score, rotation) per face, found on a grey copy scaled so --min-face is findable.
 
         Tilted faces: "auto" (HOG only) has the CNN detector check the best near misses of the
-        upright search (rotation None: not known yet); "always" also searches whole copies turned
-        by TURN_ANGLES, at several times the cost. A face found at several angles is kept once.
+        upright search (rotation 0 unless HOG finds them on turned chips); "always" also searches
+        whole copies turned by TURN_ANGLES, at several times the cost. A face found at several
+        angles is kept once.
         """
         height, width = pixels.shape[:2]
         detector_px = DETECTOR_FACE_PX[self.options.detector]
@@ -343,7 +344,7 @@ class FaceAligner:
         near_misses = sorted((hit for hit in upright if hit[1] < 0), key=lambda hit: -hit[1])
         for box, score, _ in near_misses[:MAX_NEAR_MISSES]:
             if not any(same_face(box, other) for other, _, _ in found) and self._confirm_near_miss(pixels, box):
-                found += self._search_turned_chip(grey, scale, box) or [(box, score, None)]
+                found += self._search_turned_chip(grey, scale, box) or [(box, score, 0.0)]
         return found
 
     def _search_turned_chip(self, grey: Image.Image, scale: float, box) -> list:
@@ -428,11 +429,10 @@ class FaceAligner:
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64) + 0.5
         return named_points(points)
 
-    def align_box(self, pixels: np.ndarray, box, score: float, index: int, angle: float | None = 0.0
-                  ) -> AlignedFace:
-        """The aligned face in ``box``, found on a copy turned by ``angle`` (0 or None: upright, tilt measured here)."""
-        points = self.landmarks(pixels, box, angle or 0.0)
-        if not angle:  # found upright: the landmark model places points on a tilted face less well
+    def align_box(self, pixels: np.ndarray, box, score: float, index: int, angle: float = 0.0) -> AlignedFace:
+        """The aligned face in ``box``, found on a copy turned by ``angle`` (0: upright, tilt measured here)."""
+        points = self.landmarks(pixels, box, angle)
+        if angle == 0:  # found upright: the landmark model places points on a tilted face less well
             eyes = np.subtract(points["eye_right"], points["eye_left"])
             tilt = float(np.degrees(np.arctan2(eyes[1], eyes[0])))
             if abs(tilt) > MIN_TILT:
