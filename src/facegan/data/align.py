@@ -354,7 +354,7 @@ class FaceAligner:
         an edge keeps the context around it that the detector's window needs once turned.
         """
         half = TURNED_CHIP_WIDTHS * (box[2] - box[0]) * scale / 2
-        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) * scale
+        centre = box_centre(box) * scale
         left, top, right, bottom = (int(v) for v in (*(centre - half), *(centre + half)))
         chip = grey.crop((left, top, right, bottom))
         shift = np.array([left, top, left, top]) / scale
@@ -373,7 +373,7 @@ class FaceAligner:
         an edge keeps the context around it that the detector needs.
         """
         width = box[2] - box[0]
-        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        centre = box_centre(box)
         half = CHIP_WIDTHS * width / 2
         left, top, right, bottom = (round(v) for v in (*(centre - half), *(centre + half)))
         zoom = CNN_CHIP_FACE_PX / width
@@ -391,7 +391,7 @@ class FaceAligner:
         to_grey = unrotation(angle, turned.size, grey.size)
         found = []
         for box, score in self._run_detector(self.models()["detector"], np.asarray(turned), threshold):
-            centre = to_grey.apply([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) / scale
+            centre = to_grey.apply(box_centre(box)) / scale
             half = (box[2] - box[0]) / scale / 2
             found.append(((centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half), score, angle))
         return found
@@ -414,7 +414,7 @@ class FaceAligner:
         """
         if angle:
             side = 2 * (box[2] - box[0])
-            centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+            centre = box_centre(box)
             to_chip = Similarity.from_params(1.0, -angle, 0, 0)
             to_chip = Similarity.from_params(1.0, -angle, *(side / 2 - to_chip.apply(centre)))
             chip, _ = warp_reflected(pixels, to_chip, int(round(side)))
@@ -466,9 +466,14 @@ def unrotation(angle: float, turned_size: tuple[int, int], size: tuple[int, int]
     return Similarity.from_params(1.0, angle, *shift)
 
 
+def box_centre(box) -> np.ndarray:
+    """The centre (x, y) of a (left, top, right, bottom) box."""
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
 def same_face(a, b) -> bool:
     """Whether two boxes' centres lie within half a face width (the larger box's) of each other."""
-    distance = np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+    distance = np.hypot(*(box_centre(a) - box_centre(b)))
     return distance <= 0.5 * max(a[2] - a[0], b[2] - b[0])
 
 
