@@ -24,6 +24,9 @@ PARAMETER_COUNTS = {
     ("resnet", 32): (420_755, 307_473),
     ("resnet", 64): (1_160_339, 1_228_689),
     ("resnet", 128): (2_406_035, 2_474_385),
+    ("resnet-fast", 32): (420_755, 301_121),  # resnet's generator; D's full-resolution block becomes one 4x4 conv
+    ("resnet-fast", 64): (1_160_339, 1_222_337),
+    ("resnet-fast", 128): (2_406_035, 2_468_033),
     ("seed", 32): (545_859, 519_425),  # the same as the seed report's Keras model (tests/models/test_seed.py)
     ("seed", 64): (545_859, 522_497),
     ("seed", 128): (545_859, 534_785),

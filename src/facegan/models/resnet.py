@@ -2,8 +2,12 @@
 non-saturating loss with lazy R1, minibatch standard deviation, and optional DiffAugment.
 
 Every resolution has one residual block; channels halve as the resolution doubles, so each
-block costs about the same. Without BatchNorm the moving-average generator samples exactly
-what it was trained as, and one face never depends on the others in its batch.
+block costs about the same. Without BatchNorm the moving-average generator samples exactly what
+it was trained as, and one face never depends on the others in its batch.
+
+`resnet-fast` replaces the discriminator's full-resolution block with one strided 4x4
+convolution: on a CPU it trains about 1.6 times as many images per second and, in equal time,
+reaches a far lower FID (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -95,18 +99,26 @@ def minibatch_stddev(x: Tensor, group: int = 4) -> Tensor:
 
 
 class Discriminator(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """Residual blocks down to 4x4, minibatch stddev, then one logit per image.
+
+    With `strided_stem` the full-resolution block is replaced by one strided 4x4 convolution
+    (DCGAN's first layer): thin 3x3 convolutions at full resolution use a CPU's cores poorly.
+    """
+
+    def __init__(self, config: ModelConfig, strided_stem: bool = False):
         super().__init__()
-        resolutions = [2**k for k in range(int(math.log2(config.size)), 1, -1)]
+        top = int(math.log2(config.size)) - strided_stem
+        resolutions = [2**k for k in range(top, 1, -1)]
         channels = [_channels(config.size, r, config.width) for r in resolutions]
-        self.from_rgb = nn.Conv2d(3, channels[0], 3, padding=1)
+        self.from_rgb = nn.Conv2d(3, channels[0], 4, 2, 1) if strided_stem else nn.Conv2d(3, channels[0], 3, padding=1)
+        self.stem_activation = nn.LeakyReLU(0.2) if strided_stem else nn.Identity()
         self.blocks = nn.Sequential(*[DownBlock(a, b) for a, b in zip(channels, channels[1:])])
         self.final_conv = nn.Conv2d(channels[-1] + 1, channels[-1], 3, padding=1)
         self.output = nn.Linear(16 * channels[-1], 1)
         self.apply(_kaiming)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.blocks(self.from_rgb(x))
+        x = self.blocks(self.stem_activation(self.from_rgb(x)))
         x = F.leaky_relu(self.final_conv(minibatch_stddev(x)), 0.2)
         return self.output(x.flatten(1)).view(-1)
 
@@ -117,6 +129,20 @@ register(
         summary="modern: residual G/D without BatchNorm, non-saturating loss + lazy R1, minibatch stddev",
         build_generator=Generator,
         build_discriminator=Discriminator,
+        build_loss=lambda config, augment: R1Loss(r1_gamma=0.05, r1_every=16, augment=augment),
+        optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99)),
+        z_dim=128,
+        width=16,
+        batch_size=64,
+    )
+)
+
+register(
+    Architecture(
+        name="resnet-fast",
+        summary="modern, fast on CPU: resnet, but D starts with a strided 4x4 conv instead of a full-resolution residual block",
+        build_generator=Generator,
+        build_discriminator=lambda config: Discriminator(config, strided_stem=True),
         build_loss=lambda config, augment: R1Loss(r1_gamma=0.05, r1_every=16, augment=augment),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99)),
         z_dim=128,
