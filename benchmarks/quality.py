@@ -30,7 +30,7 @@ from facegan.training.state import list_checkpoints
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="CelebA folder (its train split trains, its test split evaluates)")
-    parser.add_argument("--archs", default="dcgan,resnet", help="comma-separated architectures; ARCH+bf16 trains in bf16")
+    parser.add_argument("--archs", default="dcgan,resnet,resnet-fast", help="comma-separated architectures; ARCH+bf16 trains in bf16")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=None, help="batch size of every architecture (default: each its own)")
     parser.add_argument("--minutes", type=float, default=60.0, help="training minutes per architecture")
