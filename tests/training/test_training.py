@@ -13,6 +13,7 @@ from safetensors import safe_open
 import facegan
 from facegan import checkpoint
 from facegan.checkpoint import CheckpointError
+from facegan.training import loop
 from facegan.training.reporting import read_log
 from facegan.training.state import list_checkpoints, load_latest
 
@@ -64,6 +65,24 @@ def test_resume_without_budget_keeps_the_saved_one(tmp_path, face_folder):
     facegan.train(face_folder, out=str(tmp_path), steps=2, **TINY_TRAIN)
     result = facegan.train(resume=tmp_path)
     assert result.step == 2 and result.stopped_by == "steps"
+
+
+def test_bf16_is_refused_where_it_would_be_emulated(tmp_path, face_folder, monkeypatch):
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    with pytest.raises(ValueError, match=r"no native bfloat16.*--amp off"):
+        facegan.train(face_folder, out=str(tmp_path), steps=1, amp="bf16", **TINY_TRAIN)
+    assert not list_checkpoints(tmp_path), "nothing is trained before the refusal"
+
+
+def test_bf16_run_resumed_without_native_bf16_goes_on_in_fp32(tmp_path, face_folder, monkeypatch, capsys):
+    monkeypatch.setattr(loop, "native_bf16", lambda device: True)
+    facegan.train(face_folder, out=str(tmp_path), steps=2, amp="bf16", **TINY_TRAIN)
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    capsys.readouterr()
+    result = facegan.train(resume=tmp_path, steps=4, progress=False)
+    assert "continuing in fp32" in capsys.readouterr().err
+    assert result.step == 4
+    assert checkpoint.load(list_checkpoints(tmp_path)[0], ["config"])["config"]["amp"] == "off"
 
 
 def test_checkpoint_round_trips_nested_state(tmp_path):

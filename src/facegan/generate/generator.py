@@ -15,15 +15,8 @@ from ..checkpoint import resolve_checkpoint
 from ..config import PRECISIONS
 from ..data.images import make_grid, to_uint8
 from ..models import ModelConfig, build_generator, latents_from_seeds
-from ..models.layout import bf16_autocast, to_channels_last
+from ..models.layout import bf16_autocast, native_bf16, to_channels_last
 from .display import Animation, Faces
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bfloat16 natively (CPUs with AVX-512 BF16 or AMX; CUDA GPUs from Ampere on)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

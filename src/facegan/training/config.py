@@ -32,7 +32,8 @@ class TrainConfig:
     ema_rampup: float = option(0.05, "early in training the EMA half-life is at most this fraction of images seen (0: off)")
     augment: str = option("auto", "DiffAugment policy for the discriminator: auto (architecture default), none, "
                           "or a comma list of color, translation, cutout")
-    amp: str = option("off", "mixed precision for the forward passes", choices=("off", "bf16"))
+    amp: str = option("off", "mixed precision for the forward passes; bf16 needs hardware that runs it natively "
+                      "(CPUs with AVX-512 BF16 or AMX, GPUs from Ampere on)", choices=("off", "bf16"))
     device: str = option("auto", "cpu, cuda, cuda:N, or auto")
     sample_every: int = option(500, "write a sample grid every N steps")
     checkpoint_every: int = option(1000, "write a checkpoint every N steps")

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..data import PrepareConfig, PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
-from ..models.layout import bf16_autocast
+from ..models.layout import bf16_autocast, native_bf16
 from . import distributed, guard, reporting
 from .config import TrainConfig
 from .state import TrainingState, checkpoint_path, create_state, load_latest, model_config
@@ -62,6 +62,22 @@ def resume_config(run_dir: Path, overrides: TrainConfig | None) -> tuple[TrainCo
             config = replace(config, **budgets)
         config.progress = overrides.progress
     return config, saved
+
+
+def runnable_amp(config: TrainConfig, device: torch.device, resuming: bool) -> TrainConfig:
+    """`config`, unless it asks for bf16 on a device that would only emulate it (many times slower than fp32).
+
+    A new run is refused; a resumed bf16 run goes on in fp32, and its later checkpoints say so.
+    """
+    if config.amp != "bf16" or native_bf16(device):
+        return config
+    missing = f"this {device.type.upper()} has no native bfloat16 (on CPUs: AVX-512 BF16 or AMX), so bf16 would be emulated"
+    if not resuming:
+        raise ValueError(f"--amp bf16: {missing}, many times slower than fp32; train with --amp off")
+    if distributed.is_main():
+        print(f"warning: this run trained with --amp bf16, but {missing}; continuing in fp32 (--amp off)",
+              file=sys.stderr)
+    return replace(config, amp="off")
 
 
 def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -170,6 +186,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     device = distributed.rank_device(resolve_device(config.device))
+    config = runnable_amp(config, device, resuming=saved is not None)
 
     with distributed.main_first():
         dataset = load_dataset(config)
