@@ -24,6 +24,8 @@ import torch
 import facegan
 from facegan import checkpoint
 from facegan.metrics.evaluate import EvalConfig
+from facegan.training import loop
+from facegan.training.config import TrainConfig
 from facegan.training.state import list_checkpoints
 
 
@@ -67,6 +69,17 @@ def parse_entry(entry: str) -> tuple[str, str]:
     return arch, amp or "off"
 
 
+def check_entries(args, archs: list[str]) -> None:
+    """Refuse a bad entry, or a +bf16 entry on hardware without native bfloat16, before any training."""
+    device = loop.resolve_device(args.device)
+    for entry in archs:
+        arch, amp = parse_entry(entry)
+        try:
+            loop.runnable_amp(TrainConfig(data=args.data, arch=arch, amp=amp), device, resuming=False)
+        except ValueError as error:
+            raise SystemExit(f"--archs entry {entry!r}: {error}") from None
+
+
 def train_chunk(args, entry: str, run_dir: Path, minutes: float) -> None:
     if list_checkpoints(run_dir):
         facegan.train(resume=run_dir, minutes=minutes, progress=False)
@@ -94,8 +107,7 @@ def run(args) -> list[dict]:
     runs.mkdir(parents=True, exist_ok=True)
     curve_path = runs / "curve.jsonl"
     archs = args.archs.split(",")
-    for entry in archs:
-        parse_entry(entry)  # refuse a bad entry before any training
+    check_entries(args, archs)
     budget = args.minutes * 60
     slack = 0.05 * args.interval * 60  # a chunk may stop a few seconds early: no extra chunk and curve point for that
     while True:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from facegan import checkpoint
+from facegan.training import loop
 from facegan.training.state import list_checkpoints
 
 from . import load_benchmark
@@ -27,6 +28,7 @@ def test_architectures_take_turns_until_each_budget_is_spent(face_folder, tmp_pa
     module = load_script()
     calls = []
     monkeypatch.setattr(module, "evaluate", fake_evaluate(calls))
+    monkeypatch.setattr(loop, "native_bf16", lambda device: True)  # the +bf16 plumbing, on any CPU (emulated: slower)
     argv = ["--data", str(face_folder), "--size", "32", "--batch", "8", "--minutes", "0.06", "--interval", "0.03", "--fakes", "20",
             "--final-fakes", "50", "--archs", "dcgan,resnet+bf16", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     module.main(argv)
@@ -57,3 +59,12 @@ def test_architectures_take_turns_until_each_budget_is_spent(face_folder, tmp_pa
 def test_an_unknown_suffix_is_refused():
     with pytest.raises(SystemExit, match=r"\+bf16"):
         load_script().parse_entry("resnet+fp16")
+
+
+def test_bf16_entry_is_refused_before_training_where_bf16_is_emulated(face_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    argv = ["--data", str(face_folder), "--archs", "dcgan,resnet+bf16", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=r"'resnet\+bf16'.*no native bfloat16"):
+        load_script().main(argv)
+    assert not (tmp_path / "runs" / "dcgan").exists(), "no architecture trains before the refusal"
