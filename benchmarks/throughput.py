@@ -39,9 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facegan.data import PrepareConfig, PreparedDataset, prepare
 from facegan.files import write_atomically
-from facegan.generate.generator import FaceGenerator, native_bf16
+from facegan.generate.generator import FaceGenerator
 from facegan.models import ARCHITECTURES, build_generator, build_loss, get_architecture
-from facegan.models.layout import to_channels_last
+from facegan.models.layout import native_bf16, to_channels_last
 from facegan.training.config import TrainConfig
 from facegan.training.loop import real_batch, train_step
 from facegan.training.state import TrainingState, create_state, model_config
@@ -360,6 +360,16 @@ def benchmark_generation(size: int, batches: list[int], peaks: dict, precisions:
     return rows
 
 
+def benchmark_emulated_bf16(dataset: PreparedDataset, batch: int) -> dict:
+    """Where bfloat16 is only emulated: one DCGAN step under bf16 autocast against fp32 (why `train` refuses bf16 there)."""
+    rates = {}
+    for precision in ("fp32", "bf16"):
+        state, loss = training_state(dataset, "dcgan", batch, precision)
+        rates[precision] = batch / median_seconds(facegan_step(state, loss, dataset), warmup=1, steps=1)
+    return {"arch": "dcgan", "size": dataset.size, "batch": batch, "img_per_s": rates,
+            "bf16_slowdown": rates["fp32"] / rates["bf16"]}
+
+
 def benchmark_inception(dataset: PreparedDataset, n: int, path: str | None, peaks: dict) -> dict:
     from facegan.metrics.inception import InceptionFeatures, InceptionNotFoundError, find_inception
 
@@ -510,6 +520,10 @@ def markdown(result: dict) -> str:
               f"({fmt(inception.get('fraction_of_fp32_peak') and 100 * inception['fraction_of_fp32_peak'], '.0f')}% of fp32 peak). "
               + " ".join(f"Peak RSS {k}: {v['peak_rss_mib']:.0f} MiB." for k, v in memory.items() if isinstance(v, dict)
                          and "peak_rss_mib" in v)]
+    emulated = result.get("emulated_bf16", {})
+    if "bf16_slowdown" in emulated:
+        lines += ["", f"No native bfloat16: a DCGAN-{emulated['size']} step (batch {emulated['batch']}) under bf16 autocast "
+                      f"runs at {emulated['img_per_s']['bf16']:.1f} img/s, {emulated['bf16_slowdown']:.0f}x slower than fp32."]
     if isinstance(result.get("profile"), dict) and "top_ops" in result["profile"]:
         prof = result["profile"]
         lines += ["", f"Profile of the DCGAN step ({prof['size']} px, batch {prof['batch']}, {prof['precision']}), "
@@ -564,6 +578,8 @@ def main(argv=None) -> dict:
     result["keras"].setdefault("size", seed_size)
     result["keras"].setdefault("batch", s["keras_batch"])
     run("data", lambda: benchmark_data(datasets[64], main_batch, s["data_batches"]))
+    if not native_bf16(CPU):
+        run("emulated_bf16", lambda: benchmark_emulated_bf16(datasets[64], min(32, s["reference_batch"])))
     run("generation", lambda: benchmark_generation(64, s["generation_batches"], peaks, s["precisions"]), skipped=[])
     run("inception", lambda: benchmark_inception(datasets[64], s["inception_images"], args.inception, peaks))
     run("memory", lambda: benchmark_memory(args.data, 64, main_batch, max(s["generation_batches"])))

@@ -1,7 +1,10 @@
 """benchmarks/throughput.py in --quick mode on synthetic faces: it runs and writes complete JSON (no timing checks)."""
 import json
 
+import torch
+
 from facegan.models import ARCHITECTURES
+from facegan.models.layout import native_bf16
 
 from . import load_benchmark
 
@@ -26,6 +29,10 @@ def test_quick_run_writes_every_section(face_folder, tmp_path):
     assert generation == [("channels_last", 1), ("channels_last", 8), ("contiguous", 1), ("contiguous", 8)]
     assert result["generation"][0]["latency_ms"] > 0
     assert result["keras"]["skipped"]
+    if native_bf16(torch.device("cpu")):
+        assert "emulated_bf16" not in result
+    else:
+        assert result["emulated_bf16"]["bf16_slowdown"] > 0 and result["emulated_bf16"]["img_per_s"]["bf16"] > 0
     assert len(result["environment"]["load_average_start"]) == 3
     assert result["summary"]["data_vs_fastest_training"] > 0
 
