@@ -182,11 +182,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     if resume is not None:
         config, saved = distributed.from_main(resume_config, Path(resume), config)
     config.validate()
+    device = distributed.rank_device(resolve_device(config.device))
+    config = runnable_amp(config, device, resuming=saved is not None)
     run_dir = Path(config.out)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-    device = distributed.rank_device(resolve_device(config.device))
-    config = runnable_amp(config, device, resuming=saved is not None)
 
     with distributed.main_first():
         dataset = load_dataset(config)
