@@ -24,7 +24,7 @@ eye centres are the mean of two eye corners, carries a small systematic offset i
 Results: benchmarks/results/align.json, written after every step.
 
 ``--measure-template`` prints the median landmark positions in facegan's 178x178 CelebA crop
-(the numbers of the ``celeba`` template in src/facegan/data/align.py).
+(the numbers of the ``celeba`` template in src/facegan/data/geometry.py).
 """
 from __future__ import annotations
 
@@ -40,14 +40,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from facegan.data.align import (
-    AlignOptions,
-    FaceAligner,
-    Similarity,
-    TEMPLATES,
-    fit_similarity,
-    named_points,
-)
+from facegan.data.align import AlignOptions, FaceAligner
+from facegan.data.geometry import TEMPLATES, Similarity, fit_similarity, named_points
 from facegan.data.decode import open_rgb
 
 CELEBA_BOX = (46, 86, 136, 177)  # median HOG box on the 178x218 aligned photos (left, top, right, bottom)

@@ -4,7 +4,7 @@
 
 Architectures take turns in chunks of --interval minutes of training time, so that anything else
 the machine does slows them alike. An entry ARCH+bf16 trains ARCH with bf16 mixed precision
-(`--amp bf16`) in a run of its own. After each chunk the chunk's checkpoint is evaluated with
+(`--precision bf16`) in a run of its own. After each chunk the chunk's checkpoint is evaluated with
 --fakes generated faces against the test split; when every budget is spent, each final
 checkpoint is evaluated with --final-fakes faces. Everything is appended to curve.jsonl in the
 runs folder, so the command can be stopped and run again: it continues where it left off
@@ -26,7 +26,7 @@ from facegan import checkpoint
 from facegan.metrics.evaluate import EvalConfig
 from facegan.training import loop
 from facegan.training.config import TrainConfig
-from facegan.training.state import list_checkpoints
+from facegan.runs import list_checkpoints
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,20 +62,20 @@ def trained_seconds(run_dir: Path) -> float:
 
 
 def parse_entry(entry: str) -> tuple[str, str]:
-    """"resnet+bf16" -> ("resnet", "bf16"); a plain name trains in fp32 ("off")."""
-    arch, _, amp = entry.partition("+")
-    if amp not in ("", "bf16"):
+    """"resnet+bf16" -> ("resnet", "bf16"); a plain name trains in fp32."""
+    arch, _, precision = entry.partition("+")
+    if precision not in ("", "bf16"):
         raise SystemExit(f"--archs entry {entry!r}: the only suffix is +bf16")
-    return arch, amp or "off"
+    return arch, precision or "fp32"
 
 
 def check_entries(args, archs: list[str]) -> None:
     """Refuse a bad entry, or a +bf16 entry on hardware without native bfloat16, before any training."""
     device = loop.resolve_device(args.device)
     for entry in archs:
-        arch, amp = parse_entry(entry)
+        arch, precision = parse_entry(entry)
         try:
-            loop.runnable_amp(TrainConfig(data=args.data, arch=arch, amp=amp), device, resuming=False)
+            loop.runnable_precision(TrainConfig.create(args.data, arch=arch, precision=precision), device, resuming=False)
         except ValueError as error:
             raise SystemExit(f"--archs entry {entry!r}: {error}") from None
 
@@ -84,8 +84,8 @@ def train_chunk(args, entry: str, run_dir: Path, minutes: float) -> None:
     if list_checkpoints(run_dir):
         facegan.train(resume=run_dir, minutes=minutes, progress=False)
     else:
-        arch, amp = parse_entry(entry)
-        facegan.train(args.data, arch=arch, amp=amp, size=args.size, batch=args.batch, out=str(run_dir), minutes=minutes,
+        arch, precision = parse_entry(entry)
+        facegan.train(args.data, arch=arch, precision=precision, size=args.size, batch=args.batch, out=str(run_dir), minutes=minutes,
                       device=args.device, sample_every=250, checkpoint_every=250, keep=2, progress=False)
 
 

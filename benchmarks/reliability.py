@@ -76,7 +76,8 @@ def corrupt_checkpoints(data: Path, work: Path, count: int) -> dict:
     import facegan
     from facegan import checkpoint
     from facegan.checkpoint import CheckpointError
-    from facegan.training.state import check_fits, list_checkpoints
+    from facegan.runs import list_checkpoints
+    from facegan.training.state import check_fits
 
     from tests.reliability.faults import KILL_RUN, corruptions
     from tests.reliability.test_checkpoint_integrity import damage_checkpoint

@@ -41,7 +41,8 @@ from facegan.data import PrepareConfig, PreparedDataset, prepare
 from facegan.files import write_atomically
 from facegan.generate.generator import FaceGenerator
 from facegan.models import ARCHITECTURES, build_generator, build_loss, get_architecture
-from facegan.models.layout import native_bf16, to_channels_last
+from facegan.models.layout import to_channels_last
+from facegan.models.precision import native_bf16
 from facegan.training.config import TrainConfig
 from facegan.training.loop import real_batch, train_step
 from facegan.training.state import TrainingState, create_state, model_config
@@ -132,8 +133,8 @@ def environment() -> dict:
 
 
 def training_state(dataset: PreparedDataset, arch: str, batch: int, precision: str) -> tuple[TrainingState, object]:
-    config = TrainConfig(data=str(dataset.root), arch=arch, size=dataset.size, batch=batch,
-                         amp="bf16" if precision == "bf16" else "off", progress=False)
+    config = TrainConfig.create(str(dataset.root), arch=arch, size=dataset.size, batch=batch, precision=precision,
+                                progress=False)
     model = model_config(config)
     state = create_state(config, model, dataset.split_indices("all"), CPU)
     torch.manual_seed(1)

@@ -44,7 +44,7 @@ def test_bad_arguments_give_one_line_errors(capsys, args, message):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args", [["train", "--size", "7"], ["train", "--arch", "nope"]])
+@pytest.mark.parametrize("args", [["train", "--size", "7"], ["prepare", "--data", "x", "--size", "7"], ["train", "--arch", "nope"]])
 def test_out_of_range_choices_are_refused_by_the_parser(args):
     result = run_cli(*args)
     assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
@@ -70,7 +70,6 @@ def test_prepare_train_generate_end_to_end(face_folder, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["prepare", "--data", "{faces}", "--size", "7"], "size must be one of 32, 64, 128, got 7"),
         (["prepare", "--data", "{faces}", "--min-size", "0"], "min_size must be at least 1"),
         (["prepare", "--data", "{faces}", "--workers", "-2"], "workers must be 0"),
         (["prepare", "--data", "/no/such/photos"], "data path not found: /no/such/photos"),
@@ -102,3 +101,17 @@ def test_unparseable_arguments_exit_2_without_traceback(capsys, args):
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err.splitlines()[-1] and "Traceback" not in err
+
+
+def test_amp_still_works_as_an_alias_of_precision(capsys):
+    from facegan.api import TrainCommand
+    from facegan.cli import apply_deprecated_options, build_parser, config_from_args
+
+    for old, new in (("off", "fp32"), ("bf16", "bf16")):
+        args = build_parser().parse_args(["train", "--data", "photos", "--amp", old])
+        apply_deprecated_options("train", args)
+        assert config_from_args(TrainCommand, args).config.precision == new
+        assert f"--amp is deprecated; use --precision {new}" in capsys.readouterr().err
+    args = build_parser().parse_args(["train", "--data", "photos", "--precision", "auto"])
+    apply_deprecated_options("train", args)
+    assert config_from_args(TrainCommand, args).config.precision == "auto" and capsys.readouterr().err == ""

@@ -4,6 +4,7 @@
     run = facegan.train("photos/", arch="dcgan", minutes=30, out="runs/mine")
     faces = facegan.load("runs/mine").generate(16, seed=0)
 """
+from . import serve as _serve  # noqa: F401  (adds the `serve` command, which sits above the API)
 from .api import align, export, generate, interpolate, load, prepare, score, train
 from .generate import FaceGenerator
 

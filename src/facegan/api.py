@@ -1,30 +1,45 @@
-"""The Python API: what the CLI, the web page and a notebook all call."""
+"""The Python API: what the CLI, the web page and a notebook all call.
+
+Every command of `facegan` is one entry of COMMANDS: its typed config, the function here that runs it,
+and the lines it reports. The CLI builds its options from the config and calls the function; the web
+page (`facegan.serve`, which sits above this module and adds its own entry) calls the same functions.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
-from PIL import Image
-
-from .data import PrepareConfig, PreparedDataset
+from .checkpoint import CheckpointError
+from .config import option
+from .data import DataError, PrepareConfig, PreparedDataset
 from .data import prepare as _prepare
 from .data.align import AlignedFace
 from .data.align import align as _align
-from .config import command_line
-from .models import SIZES
 from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
 from .generate.export import ExportConfig, export_generator
-from .metrics.evaluate import EvalConfig, compare, file_batches, image_files, real_features, record
-from .metrics.inception import InceptionFeatures
+from .metrics.evaluate import EvalConfig, GeneratedFaces, result_line
+from .metrics.evaluate import evaluate as _evaluate
 from .metrics.score import ScoreConfig, ScoreResult, score_images
-from .serve import ServeConfig
+from .models import ARCHITECTURES, MAX_SEED
+from .runs import run_dir_of
 from .training import TrainConfig, TrainResult
 from .training import train as _train
 from .training.distributed import launch
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = "celeba64.safetensors"
+# What a command can fail with that is the user's to fix: the CLI prints these as one line, not a traceback.
+USER_ERRORS = (ValueError, DataError, CheckpointError, OSError, RuntimeError)
+
+__all__ = [
+    "ARCHITECTURES", "COMMANDS", "MAX_SEED", "USER_ERRORS", "CheckpointError", "Command", "DataError", "EvalConfig",
+    "ExportConfig", "FaceGenerator", "GenerateConfig", "InterpolateConfig", "PrepareConfig", "ScoreConfig",
+    "TrainCommand", "TrainConfig", "align", "evaluate", "export", "generate", "interpolate", "load", "prepare",
+    "register_command", "score", "train", "train_on_processes",
+]
 
 
 def default_model_path() -> Path:
@@ -46,9 +61,11 @@ def load(path: str | os.PathLike | None = None, device: str = "cpu", precision: 
     return load_generator(default_model_path() if path is None else path, device, precision)
 
 
-def prepare(data: str | os.PathLike, size: int = 64, out: str | os.PathLike | None = None,
+def prepare(data: str | os.PathLike | PrepareConfig, size: int = 64, out: str | os.PathLike | None = None,
             progress: bool = True, **options) -> PreparedDataset:
     """Decode, crop and resize the photos at `data` into a uint8 cache (reused when it already matches)."""
+    if isinstance(data, PrepareConfig):
+        return _prepare(data, progress=progress)
     config = PrepareConfig(data=str(data), size=size, out=None if out is None else str(out), **options)
     return _prepare(config, progress=progress)
 
@@ -70,7 +87,7 @@ def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | 
     When resuming, only the budgets (steps, kimg, minutes) and `progress` of `config`/`options` are used.
     """
     if config is None and (data is not None or options):
-        config = TrainConfig(data=str(data or ""), **options)
+        config = TrainConfig.create(str(data or ""), **options)
     if resume is not None:
         return _train(config, resume=resume)
     if config is None:
@@ -78,12 +95,14 @@ def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | 
     return _train(config)
 
 
-def train_on_processes(nproc: int, config: TrainConfig, resume: str | os.PathLike | None = None) -> None:
-    """Train as `train` does, in `nproc` DistributedDataParallel processes on this machine (torchrun's launcher)."""
+def train_on_processes(nproc: int, config: TrainConfig, resume: str | os.PathLike | None = None) -> TrainResult | None:
+    """Train as `train` does, in `nproc` DistributedDataParallel processes on this machine (torchrun's launcher).
+
+    Returns rank 0's result; None when a signal stopped the run (each rank saved a checkpoint first).
+    """
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
-    args = ["train", *command_line(config), *(["--resume", str(resume)] if resume is not None else [])]
-    launch(nproc, args)
+    return launch(nproc, _train, config, resume)
 
 
 def generate(config: GenerateConfig) -> list[Path]:
@@ -133,36 +152,88 @@ def export(config: ExportConfig) -> Path:
     return export_generator(load(config.checkpoint), config)
 
 
-def serve(config: ServeConfig) -> None:
-    """Serve the face page and its API for `config.checkpoint` (the shipped model when unset) until Ctrl-C."""
-    from .serve import run_server
-
-    config.validate()
-    run_server(load(config.checkpoint, config.device, config.precision), config)
-
-
-def _generated_batches(generator: FaceGenerator, config: EvalConfig, batch_size: int):
-    end = config.seed + config.n
-    for start in range(config.seed, end, batch_size):
-        yield generator.faces(range(start, min(start + batch_size, end)), config.truncation, batch_size)
-
-
 def evaluate(config: EvalConfig) -> dict:
-    """FID and KID of a generator (or of a folder of images) against real photos, as `facegan eval` does."""
+    """The metrics of a generator (or of a folder of images) against real photos, as `facegan eval` does."""
     config.validate()
-    net = InceptionFeatures(config.inception, config.device, config.batch_size)
-    run_dir = None
     if config.fake:
-        files = image_files(config.fake, config.n)
-        fake = net.extract(file_batches(files, net.batch_size), total=len(files), progress=config.progress)
-        width = Image.open(files[0]).width
-        size = width if width in SIZES else max(SIZES)
-    else:
-        generator = load(config.checkpoint, config.device, config.precision)
-        fake = net.extract(_generated_batches(generator, config, net.batch_size), total=config.n, progress=config.progress)
-        size = generator.size
-        checkpoint = Path(generator.info["checkpoint"])
-        run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-    dataset = _prepare(PrepareConfig(data=config.real, size=size), progress=config.progress)
-    real = real_features(dataset, config.split, config.max_real, net, config.progress)
-    return record(compare(real, fake, config), config, run_dir)
+        return _evaluate(config)
+    generator = load(config.checkpoint, config.device, config.precision)
+    return _evaluate(config, GeneratedFaces.from_seeds(generator.faces, config, generator.size,
+                                                       run_dir_of(generator.info["checkpoint"])))
+
+
+def architecture_summary(name: str) -> str:
+    """One line on what the architecture is; empty for a name this install does not know."""
+    arch = ARCHITECTURES.get(name)
+    return arch.summary if arch else ""
+
+
+# The commands of `facegan`.
+
+@dataclass
+class TrainCommand:
+    """`facegan train`'s options: a training config, and how to run it."""
+
+    config: TrainConfig = field(default_factory=TrainConfig, metadata={"nested": True})
+    resume: str | None = option(None, "continue the run in this folder exactly where its last checkpoint left off; "
+                                      "only budgets may change")
+    nproc: int = option(1, "train in N DistributedDataParallel processes on this machine (one per GPU); "
+                           "--batch is then the global batch")
+
+
+def run_train_command(command: TrainCommand) -> TrainResult | None:
+    if command.nproc != 1:
+        return train_on_processes(command.nproc, command.config, command.resume)
+    return train(config=command.config, resume=command.resume)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `facegan` command: its options (a config dataclass, or None), what runs it, what it prints."""
+
+    name: str
+    help: str
+    config: type | None
+    run: Callable[[Any], Any]
+    report: Callable[[Any], list[str]] = lambda result: []
+    positional: tuple[str, ...] = ()  # config fields given without a flag, one or more values each
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(command: Command) -> Command:
+    if command.name in COMMANDS:
+        raise ValueError(f"command {command.name!r} is registered twice")
+    COMMANDS[command.name] = command
+    return command
+
+
+def _score_lines(result: ScoreResult) -> list[str]:
+    lines = [f"{item.probability:.3f}  {item.source}" for item in result.scores]
+    return lines + [f"skipped  {source}: {reason}" for source, reason in result.skipped] + [result.summary()]
+
+
+def _written_lines(paths: list[Path]) -> list[str]:
+    return [str(paths[0]) if len(paths) == 1 else f"wrote {len(paths)} faces to {paths[0].parent}"]
+
+
+def _trained_lines(result: TrainResult | None) -> list[str]:
+    return [] if result is None else [f"run directory: {result.run_dir}", f"checkpoint: {result.checkpoint}"]
+
+
+for _command in (
+    Command("prepare", "crop and resize photos into a uint8 cache", PrepareConfig, prepare,
+            lambda dataset: [f"prepared {len(dataset)} images at {dataset.size} px in {dataset.root}"]),
+    Command("train", "train a GAN (or --resume RUN_DIR)", TrainCommand, run_train_command, _trained_lines),
+    Command("generate", "write faces as PNGs or a grid", GenerateConfig, generate, _written_lines),
+    Command("interpolate", "latent walk through seeds, as GIF or MP4", InterpolateConfig, interpolate,
+            lambda path: [str(path)]),
+    Command("eval", "FID and KID against real photos", EvalConfig, evaluate, lambda result: [result_line(result)]),
+    Command("score", "P(real photo) of images by a training checkpoint's discriminator", ScoreConfig,
+            lambda config: score(config=config), _score_lines, positional=("images",)),
+    Command("export", "the generator as an ONNX or TorchScript file", ExportConfig, export, lambda path: [str(path)]),
+    Command("archs", "list the architectures", None, lambda _: sorted(ARCHITECTURES.items()),
+            lambda archs: [f"{name:10s} {arch.summary}" for name, arch in archs]),
+):
+    register_command(_command)

@@ -24,13 +24,13 @@ from safetensors.torch import save as save_safetensors
 
 from .files import write_atomically
 from .models import ModelConfig
+from .runs import CHECKPOINT_DIR, CHECKPOINT_PATTERN, list_checkpoints
 
 FORMAT = "facegan-checkpoint"
 FORMAT_VERSION = 2  # 2: sha256 checksum in the metadata
 CHECKSUM_KEY = "checksum"
 _CHECKSUM_PLACEHOLDER = "sha256:" + "0" * 64
 _READ_CHUNK = 1 << 20
-CHECKPOINT_GLOB = "checkpoints/ckpt-*.safetensors"
 
 
 class CheckpointError(Exception):
@@ -41,9 +41,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint file as is; a run directory gives its newest checkpoint."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob(CHECKPOINT_GLOB), reverse=True)
+        found = list_checkpoints(path)
         if not found:
-            raise CheckpointError(f"{path}: run directory holds no checkpoint ({CHECKPOINT_GLOB})")
+            raise CheckpointError(f"{path}: run directory holds no checkpoint ({CHECKPOINT_DIR}/{CHECKPOINT_PATTERN})")
         return found[0]
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run directory")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from facegan import checkpoint
-from facegan.training import loop
-from facegan.training.state import list_checkpoints
+from facegan.models import precision
+from facegan.runs import list_checkpoints
 
 from . import load_benchmark
 
@@ -28,7 +28,7 @@ def test_architectures_take_turns_until_each_budget_is_spent(face_folder, tmp_pa
     module = load_script()
     calls = []
     monkeypatch.setattr(module, "evaluate", fake_evaluate(calls))
-    monkeypatch.setattr(loop, "native_bf16", lambda device: True)  # the +bf16 plumbing, on any CPU (emulated: slower)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)  # the +bf16 plumbing, on any CPU (emulated: slower)
     argv = ["--data", str(face_folder), "--size", "32", "--batch", "8", "--minutes", "0.06", "--interval", "0.03", "--fakes", "20",
             "--final-fakes", "50", "--archs", "dcgan,resnet+bf16", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     module.main(argv)
@@ -45,8 +45,8 @@ def test_architectures_take_turns_until_each_budget_is_spent(face_folder, tmp_pa
         assert record["minutes"] >= 0.06 - 1 / 60, "the final numbers come after the whole budget"
     configs = {name: checkpoint.load(list_checkpoints(tmp_path / "runs" / name)[0], ["config"])["config"]
                for name in ("dcgan", "resnet+bf16")}
-    assert (configs["dcgan"]["arch"], configs["dcgan"]["amp"]) == ("dcgan", "off")
-    assert (configs["resnet+bf16"]["arch"], configs["resnet+bf16"]["amp"]) == ("resnet", "bf16")
+    assert (configs["dcgan"]["arch"], configs["dcgan"]["precision"]) == ("dcgan", "fp32")
+    assert (configs["resnet+bf16"]["arch"], configs["resnet+bf16"]["precision"]) == ("resnet", "bf16")
     summary = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert set(summary["final"]) == {"dcgan", "resnet+bf16"} and len(summary["curve"]) == len(chunks)
     assert (tmp_path / "out" / "quality.png").stat().st_size > 0
@@ -62,7 +62,7 @@ def test_an_unknown_suffix_is_refused():
 
 
 def test_bf16_entry_is_refused_before_training_where_bf16_is_emulated(face_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     argv = ["--data", str(face_folder), "--archs", "dcgan,resnet+bf16", "--runs", str(tmp_path / "runs"),
             "--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit, match=r"'resnet\+bf16'.*no native bfloat16"):

@@ -4,7 +4,7 @@ import json
 import torch
 
 from facegan.models import ARCHITECTURES
-from facegan.models.layout import native_bf16
+from facegan.models.precision import native_bf16
 
 from . import load_benchmark
 

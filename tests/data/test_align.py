@@ -10,12 +10,11 @@ from PIL import Image
 
 from facegan.cli import main
 from facegan.data import DataError, PrepareConfig, prepare
-from facegan.data.align import (
-    INSTALL_HINT,
+from facegan.data.align import INSTALL_HINT, AlignOptions, backend_available
+from facegan.data.geometry import (
     TEMPLATES,
-    AlignOptions,
+    Detection,
     Similarity,
-    backend_available,
     ffhq_layout,
     filled_fraction,
     fit_similarity,
@@ -23,7 +22,7 @@ from facegan.data.align import (
     unrotation,
     warp_reflected,
 )
-from facegan.data.prepare import aligned_summary_line
+from facegan.data.summary import aligned_summary_line
 
 prepare_module = importlib.import_module("facegan.data.prepare")  # `facegan.data.prepare` is the function
 from tests.conftest import CELEBA, require_shared
@@ -97,7 +96,8 @@ def test_rotated_search_maps_back_and_duplicates_are_merged():
     turned = image.rotate(30, resample=Image.NEAREST, expand=True)
     found = np.argwhere(np.asarray(turned) > 0)[0][::-1] + 0.5
     np.testing.assert_allclose(unrotation(30, turned.size, image.size).apply(found), [50.5, 40.5], atol=1.0)
-    boxes = [((0, 0, 100, 100), 1.0, 0.0), ((10, 5, 110, 105), 2.0, 25.0), ((300, 0, 400, 100), 0.5, 0.0)]
+    boxes = [Detection((0, 0, 100, 100), 1.0, 0.0), Detection((10, 5, 110, 105), 2.0, 25.0),
+             Detection((300, 0, 400, 100), 0.5, 0.0)]
     assert suppress_duplicates(boxes) == [boxes[1], boxes[2]]
 
 
@@ -199,7 +199,7 @@ def test_min_face_keeps_a_face_whose_box_is_a_pyramid_step_too_narrow(reference_
     (face,) = FaceAligner(AlignOptions())(canvas).faces
     centre, half = np.add(face.box[:2], face.box[2:]) / 2, 0.85 * face.width / 2  # the next box size down
     narrow_box = (*(centre - half), *(centre + half))
-    monkeypatch.setattr(FaceAligner, "detect", lambda self, pixels: [(narrow_box, 1.0, 0.0)])
+    monkeypatch.setattr(FaceAligner, "detect", lambda self, pixels: [Detection(narrow_box, 1.0, 0.0)])
     eye_width = FaceAligner(AlignOptions())(canvas).faces[0].eye_width()
     assert 2 * half < eye_width < 2 * half / 0.8
     kept = FaceAligner(AlignOptions(min_face=int(eye_width)))(canvas)
@@ -290,6 +290,6 @@ def test_train_passes_alignment_options(photo_folder):
     from facegan.training import TrainConfig
     from facegan.training.loop import load_dataset
 
-    dataset = load_dataset(TrainConfig(data=str(photo_folder), size=32, align=True, faces="all", min_face=60,
+    dataset = load_dataset(TrainConfig.create(str(photo_folder), size=32, align=True, faces="all", min_face=60,
                                        workers=1, progress=False))
     assert len(dataset) == 3 and dataset.manifest["align"]["faces"] == "all"

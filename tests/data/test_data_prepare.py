@@ -1,7 +1,6 @@
 """prepare(): the array and manifest it writes, skip accounting, errors, cache reuse and invalidation."""
 
 import hashlib
-import importlib
 import json
 import os
 import zipfile
@@ -9,10 +8,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from facegan.data import DataError, PrepareConfig, cache_root, open_prepared, prepare
-
-# the package attribute `facegan.data.prepare` is the function; the module is reached through importlib
-prepare_module = importlib.import_module("facegan.data.prepare")
+from facegan.data import FORMAT_VERSION, DataError, PrepareConfig, cache_root, open_prepared, prepare
+from facegan.data import decoders, pool
+from facegan.data.sources import ImageReader
 
 
 def run(data, capsys=None, **options):
@@ -39,7 +37,7 @@ def test_folder_is_prepared_into_the_cache(image_folder, capsys):
 def test_manifest_describes_the_array(image_folder):
     dataset, _ = run(image_folder, size=32)
     manifest = json.loads((dataset.root / "manifest.json").read_text())
-    assert manifest["format_version"] == prepare_module.FORMAT_VERSION
+    assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["source"] == str(image_folder)
     assert (manifest["size"], manifest["min_size"], manifest["count"]) == (32, 32, 6)
     assert manifest["crop"] == "center-square" and manifest["resize"] == "PIL bicubic, antialiased"
@@ -64,14 +62,14 @@ def test_bad_files_are_skipped_with_reasons(image_folder, make, capsys):
 
 
 def test_unreadable_file_is_skipped(image_folder, monkeypatch):
-    original = prepare_module.ImageReader.read
+    original = ImageReader.read
 
     def failing_read(self, name):
         if name == "a.png":
             raise PermissionError("denied")
         return original(self, name)
 
-    monkeypatch.setattr(prepare_module.ImageReader, "read", failing_read)
+    monkeypatch.setattr(ImageReader, "read", failing_read)
     dataset, _ = run(image_folder)
     assert dataset.manifest["skipped"] == [{"source": "a.png", "reason": "unreadable"}]
     assert len(dataset) == 5
@@ -130,7 +128,7 @@ def fail_if_decoding(*args, **kwargs):
 def test_second_prepare_reuses_the_cache(image_folder, monkeypatch, capsys):
     first, _ = run(image_folder, capsys)
     manifest_mtime = (first.root / "manifest.json").stat().st_mtime_ns
-    monkeypatch.setattr(prepare_module, "decode_image", fail_if_decoding)
+    monkeypatch.setattr(decoders, "decode_image", fail_if_decoding)
     second, message = run(image_folder, capsys)
     assert second.root == first.root and second.content_hash == first.content_hash
     assert message == f"reusing prepared cache {first.root} (6 images, 0 skipped)"
@@ -176,7 +174,7 @@ def test_out_folder_with_foreign_files_is_refused(image_folder, tmp_path):
 
 def test_prepared_dir_as_data_is_opened_directly(image_folder, monkeypatch, capsys):
     first, _ = run(image_folder, capsys)
-    monkeypatch.setattr(prepare_module, "decode_image", fail_if_decoding)
+    monkeypatch.setattr(decoders, "decode_image", fail_if_decoding)
     again, message = run(first.root, capsys)
     assert again.root == first.root and again.content_hash == first.content_hash
     assert message.startswith(f"using prepared dataset {first.root}")
@@ -193,7 +191,7 @@ def test_interrupted_prepare_leaves_no_manifest(image_folder, monkeypatch, tmp_p
             raise KeyboardInterrupt
         return np.zeros((size, size, 3), np.uint8)
 
-    monkeypatch.setattr(prepare_module, "decode_image", interrupt_on_third)
+    monkeypatch.setattr(decoders, "decode_image", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(image_folder, out=out, size=32)
     assert sorted(p.name for p in out.iterdir()) == ["images.npy"]
@@ -216,13 +214,13 @@ def test_damaged_prepared_dir_is_reported(image_folder, tmp_path):
 
 def spy_on_pools(monkeypatch) -> list:
     contexts = []
-    real_get_context = prepare_module.multiprocessing.get_context
+    real_get_context = pool.multiprocessing.get_context
 
     def recording_get_context(*args):
         contexts.append(real_get_context(*args))
         return contexts[-1]
 
-    monkeypatch.setattr(prepare_module.multiprocessing, "get_context", recording_get_context)
+    monkeypatch.setattr(pool.multiprocessing, "get_context", recording_get_context)
     return contexts
 
 

@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from facegan.data import DataError
-from facegan.data.prepare import source_fingerprint
+from facegan.data.cache import source_fingerprint
 from facegan.data.sources import find_source, is_unsafe_member_name, read_partition
 
 

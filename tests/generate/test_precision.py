@@ -5,24 +5,24 @@ import torch
 
 import facegan
 from facegan.cli import main
-from facegan.generate import generator as generator_module
-from facegan.generate.generator import native_bf16, resolve_precision
+from facegan.models import precision as precision_module
+from facegan.models.precision import native_bf16, resolve_precision
 
 needs_bf16 = pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no native bfloat16")
 
 
 def test_auto_follows_the_hardware(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(generator_module, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision_module, "native_bf16", lambda device: True)
     assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision("fp32", cpu) == "fp32"
-    monkeypatch.setattr(generator_module, "native_bf16", lambda device: False)
+    monkeypatch.setattr(precision_module, "native_bf16", lambda device: False)
     assert resolve_precision("auto", cpu) == "fp32"
 
 
 def test_bf16_without_hardware_support_or_unknown_precision_is_refused(monkeypatch):
-    monkeypatch.setattr(generator_module, "native_bf16", lambda device: False)
-    with pytest.raises(ValueError, match="no native bfloat16; use --precision fp32"):
+    monkeypatch.setattr(precision_module, "native_bf16", lambda device: False)
+    with pytest.raises(ValueError, match=r"no native bfloat16.*use --precision fp32"):
         resolve_precision("bf16", torch.device("cpu"))
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
         resolve_precision("fp16", torch.device("cpu"))

@@ -86,3 +86,16 @@ class FeatureCache:
 @pytest.fixture(scope="session")
 def set_features(reference, inception) -> FeatureCache:
     return FeatureCache(reference, inception)
+
+
+@pytest.fixture
+def restore_registry():
+    """Metrics a test registers are gone after it, and the built-in ones are untouched."""
+    from facegan.metrics import registry
+
+    before = registry.metric_names()
+    yield
+    for name in registry.metric_names():
+        if name not in before:
+            registry.unregister_metric(name)
+    assert registry.metric_names() == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,66 @@ def test_downloader_writes_atomically_and_checks_hash(tmp_path):
     with pytest.raises(OSError, match="sha256"):
         inception_module._download(source.as_uri(), bad, sha256="0" * 64, progress=False)
     assert list(bad.parent.iterdir()) == []  # no partial or temporary file left behind
+
+
+def test_download_goes_through_write_atomically(tmp_path, monkeypatch):
+    from facegan import files
+
+    calls = []
+
+    def spy(path, write, durable=False):
+        calls.append((Path(path), durable))
+        return files.write_atomically(path, write, durable)
+
+    monkeypatch.setattr(inception_module, "write_atomically", spy)
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"new weights")
+    dest = tmp_path / "cache" / "inception-2015-12-05.pt"
+    dest.parent.mkdir()
+    dest.write_bytes(b"old weights")
+    digest = hashlib.sha256(b"new weights").hexdigest()
+
+    with pytest.raises(OSError, match="sha256 mismatch"):
+        inception_module._download(source.as_uri(), dest, sha256="f" * 64, progress=False)
+    assert dest.read_bytes() == b"old weights", "a bad download replaces nothing"
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name], "and leaves no temporary file"
+
+    inception_module._download(source.as_uri(), dest, sha256=digest.upper(), progress=False)
+    assert dest.read_bytes() == b"new weights"
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+    assert calls == [(dest, False), (dest, False)]
+
+
+def test_incomplete_download_leaves_nothing(tmp_path, monkeypatch):
+    class ShortResponse:
+        headers = {"Content-Length": "100"}
+
+        def __init__(self):
+            self.chunks = [b"only part of it", b""]
+
+        def read(self, size):
+            return self.chunks.pop(0)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: ShortResponse())
+    dest = tmp_path / "cache" / "inception-2015-12-05.pt"
+    with pytest.raises(OSError, match="incomplete download: got 15 of 100 bytes"):
+        inception_module._download("https://example.invalid/x.pt", dest, progress=False)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_cache_and_cpu_count_come_from_settings(clean_env):
+    from facegan import settings
+
+    assert settings.cache_root() == clean_env
+    with pytest.raises(InceptionNotFoundError, match=str(clean_env / "inception-2015-12-05.pt")):
+        find_inception(download=False)
+    assert 1 <= inception_module._default_num_threads() <= settings.usable_cpus()
 
 
 # ----------------------------------------------------------------------------------------

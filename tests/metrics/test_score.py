@@ -99,9 +99,9 @@ def test_cli_prints_each_score_and_a_summary(trained_run, face_folder, tmp_path,
 
 def test_align_follows_the_run_unless_told(trained_run):
     scorer = load_discriminator(trained_run)
-    assert scorer.training["align"] is False and scorer.align_options() is None
+    assert scorer.training["prepare"]["align"] is False and scorer.align_options() is None
     options = scorer.align_options(align=True)
-    assert (options.size, options.template, options.faces) == (32, scorer.training["template"], "largest")
+    assert (options.size, options.template, options.faces) == (32, scorer.training["prepare"]["template"], "largest")
 
 
 def test_aligned_scoring_scores_the_largest_aligned_face(trained_run):

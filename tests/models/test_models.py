@@ -90,7 +90,7 @@ def test_a_new_architecture_needs_only_a_registry_entry():
 
 
 def test_unsupported_size_is_refused():
-    with pytest.raises(ValueError, match="size 48 is not supported"):
+    with pytest.raises(ValueError, match="size must be one of 32, 64, 128, got 48"):
         get_architecture("dcgan").config(48)
 
 

@@ -25,7 +25,7 @@ from safetensors import safe_open
 import facegan
 from facegan.checkpoint import CheckpointError
 from facegan.cli import main as cli_main
-from facegan.training.state import CHECKPOINT_DIR, checkpoint_path, list_checkpoints
+from facegan.runs import CHECKPOINT_DIR, checkpoint_path, list_checkpoints, unfinished_checkpoints
 
 KILL_RUN = dict(arch="mlp", size=32, width=8, batch=8, checkpoint_every=1, sample_every=1_000_000, log_every=3,
                 progress=False, workers=1, min_size=16)
@@ -111,7 +111,7 @@ def kill_trial(data: Path, run_dir: Path, reference: Reference, delay: float, mi
     if killed:
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-    during_write = any((run_dir / CHECKPOINT_DIR).glob(".ckpt-*.partial"))
+    during_write = any(unfinished_checkpoints(run_dir))
     on_disk = list_checkpoints(run_dir)
     newest = int(on_disk[0].stem.split("-")[1]) if on_disk else None
     resumed_from, resumed_matches = None, False

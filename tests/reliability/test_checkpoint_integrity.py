@@ -11,7 +11,8 @@ from facegan import checkpoint
 from facegan.checkpoint import CheckpointError
 from facegan.generate import load_generator
 from facegan.models import build_discriminator, build_generator, get_architecture
-from facegan.training.state import list_checkpoints, load_latest
+from facegan.runs import list_checkpoints
+from facegan.training.state import load_latest
 
 from .faults import corruptions, same_tensors
 

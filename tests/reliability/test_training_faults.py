@@ -11,7 +11,7 @@ from facegan.checkpoint import CheckpointError
 from facegan.cli import main as cli_main
 from facegan.training import loop
 from facegan.training.guard import DivergenceError
-from facegan.training.state import list_checkpoints
+from facegan.runs import list_checkpoints
 
 from ..conftest import TINY_TRAIN
 

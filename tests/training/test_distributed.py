@@ -16,14 +16,15 @@ from safetensors import safe_open
 
 import facegan
 from facegan import checkpoint
+from facegan.api import TrainCommand
 from facegan.cli import build_parser, config_from_args
-from facegan.config import command_line
 from facegan.data import open_prepared
 from facegan.models import build_loss
 from facegan.training import TrainConfig, distributed
 from facegan.training.loop import real_batch, train_step
 from facegan.training.reporting import read_log
-from facegan.training.state import checkpoint_path, create_state, list_checkpoints, model_config
+from facegan.runs import checkpoint_path, list_checkpoints
+from facegan.training.state import create_state, model_config
 
 WORLD = 2
 CPU = torch.device("cpu")
@@ -51,7 +52,7 @@ def tensors_of(path: Path) -> dict[str, torch.Tensor]:
 
 def lockstep_parameters(data: Path, arch: str, augment: str) -> dict[str, torch.Tensor]:
     """Three DDP training steps of `arch`; the parameters of G, D and G_ema afterwards."""
-    config = TrainConfig(data=str(data), arch=arch, augment=augment, **{k: v for k, v in DDP_TRAIN.items() if k != "arch"})
+    config = TrainConfig.create(str(data), arch=arch, augment=augment, **{k: v for k, v in DDP_TRAIN.items() if k != "arch"})
     dataset = open_prepared(data)
     model = model_config(config)
     state = create_state(config, model, dataset.split_indices(config.split), CPU)
@@ -193,16 +194,21 @@ def test_one_process_checkpoint_resumes_in_two_processes(two_process_root, one_p
     assert_training_states_close(checkpoint_path(two_process_root / "from-one-process", 5), checkpoint_path(one_process_run, 5))
 
 
-def test_nproc_launch_round_trips_the_config():
-    config = TrainConfig(data="photos", arch="resnet", batch=32, minutes=1.5, mirror=False, augment="color")
-    args = build_parser().parse_args(["train", *command_line(config)])
-    assert config_from_args(TrainConfig, args) == config
+def test_train_options_build_the_config_each_process_is_handed():
+    args = build_parser().parse_args(["train", "--data", "photos", "--size", "32", "--arch", "resnet", "--batch", "32",
+                                      "--minutes", "1.5", "--no-mirror", "--augment", "color", "--nproc", "2"])
+    command = config_from_args(TrainCommand, args)
+    assert command.nproc == 2 and command.resume is None
+    assert command.config == TrainConfig.create("photos", size=32, arch="resnet", batch=32, minutes=1.5, mirror=False,
+                                                augment="color")
 
 
 def test_nproc_stops_every_rank_after_one_checkpoint_on_sigterm(tmp_path, data):
     run_dir = tmp_path / "run"
-    config = TrainConfig(data=str(data), out=str(run_dir), **{**DDP_TRAIN, "steps": 100_000, "checkpoint_every": 100_000})
-    args = [sys.executable, "-m", "facegan", "train", "--nproc", "2", *command_line(config)]
+    args = [sys.executable, "-m", "facegan", "train", "--nproc", "2", "--data", str(data), "--out", str(run_dir),
+            "--arch", "resnet", "--size", "32", "--width", "8", "--batch", "8", "--log-every", "1", "--sample-every",
+            "1000", "--checkpoint-every", "100000", "--steps", "100000", "--workers", "1", "--no-progress",
+            "--min-size", "16", "--device", "cpu"]
     process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = run_dir / "log.jsonl"
     deadline = time.monotonic() + 180

@@ -13,9 +13,10 @@ from safetensors import safe_open
 import facegan
 from facegan import checkpoint
 from facegan.checkpoint import CheckpointError
-from facegan.training import loop
+from facegan.models import precision
 from facegan.training.reporting import read_log
-from facegan.training.state import list_checkpoints, load_latest
+from facegan.runs import list_checkpoints
+from facegan.training.state import load_latest
 
 from ..conftest import TINY_TRAIN
 
@@ -68,21 +69,21 @@ def test_resume_without_budget_keeps_the_saved_one(tmp_path, face_folder):
 
 
 def test_bf16_is_refused_where_it_would_be_emulated(tmp_path, face_folder, monkeypatch):
-    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
-    with pytest.raises(ValueError, match=r"no native bfloat16.*--amp off"):
-        facegan.train(face_folder, out=str(tmp_path), steps=1, amp="bf16", **TINY_TRAIN)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    with pytest.raises(ValueError, match=r"no native bfloat16.*use --precision fp32"):
+        facegan.train(face_folder, out=str(tmp_path), steps=1, precision="bf16", **TINY_TRAIN)
     assert not list_checkpoints(tmp_path), "nothing is trained before the refusal"
 
 
 def test_bf16_run_resumed_without_native_bf16_goes_on_in_fp32(tmp_path, face_folder, monkeypatch, capsys):
-    monkeypatch.setattr(loop, "native_bf16", lambda device: True)
-    facegan.train(face_folder, out=str(tmp_path), steps=2, amp="bf16", **TINY_TRAIN)
-    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    facegan.train(face_folder, out=str(tmp_path), steps=2, precision="bf16", **TINY_TRAIN)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     capsys.readouterr()
     result = facegan.train(resume=tmp_path, steps=4, progress=False)
     assert "continuing in fp32" in capsys.readouterr().err
     assert result.step == 4
-    assert checkpoint.load(list_checkpoints(tmp_path)[0], ["config"])["config"]["amp"] == "off"
+    assert checkpoint.load(list_checkpoints(tmp_path)[0], ["config"])["config"]["precision"] == "fp32"
 
 
 def test_checkpoint_round_trips_nested_state(tmp_path):
@@ -136,3 +137,17 @@ def test_sigterm_saves_a_loadable_checkpoint(tmp_path, face_folder):
     path, saved = load_latest(run_dir)
     assert 3 <= saved["progress"]["step"] < 100000
     assert facegan.load(run_dir).generate(1)[0].size == (32, 32)
+
+
+def test_configs_of_older_checkpoints_still_load():
+    from facegan.data import PrepareConfig
+    from facegan.training import TrainConfig
+
+    flat = {"data": "photos", "out": "runs/x", "size": 32, "min_size": 16, "template": "ffhq", "arch": "dcgan",
+            "amp": "bf16", "seed": 3, "retired_option": 1}
+    config = TrainConfig.from_dict(flat)
+    assert config.prepare == PrepareConfig(data="photos", size=32, min_size=16, template="ffhq")
+    assert (config.out, config.arch, config.precision, config.seed) == ("runs/x", "dcgan", "bf16", 3)
+    assert TrainConfig.from_dict({**flat, "amp": "off"}).precision == "fp32"
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["prepare"]["size"] == 32 and "size" not in config.to_dict()

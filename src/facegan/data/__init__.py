@@ -7,11 +7,12 @@ Typical use::
     batch = dataset.load_batch(order.next_batch())   # float32 N x 3 x 64 x 64 in [-1, 1]
 """
 
-from facegan.data.dataset import BatchOrder, PreparedDataset, open_prepared
+from facegan.data.dataset import FORMAT_VERSION, BatchOrder, PreparedDataset, open_prepared
 from facegan.data.decode import SKIP_REASONS, SkippedImage, decode_image
 from facegan.data.images import make_grid, save_png, to_model_input, to_uint8
-from facegan.data.prepare import FORMAT_VERSION, PrepareConfig, cache_root, prepare
+from facegan.data.prepare import PrepareConfig, prepare
 from facegan.data.sources import IMAGE_EXTENSIONS, DataError
+from facegan.settings import cache_root  # re-exported: where prepared data and other caches live
 
 __all__ = [
     "FORMAT_VERSION",

@@ -24,7 +24,7 @@ SPLIT_CHOICES = (*SPLITS, "all")
 class PreparedDataset:
     """A prepared image set: ``images`` is a read-only memory map of shape (N, size, size, 3), uint8.
 
-    ``manifest`` holds how it was made (see ``facegan.data.prepare``); ``manifest["files"][i]`` names
+    ``manifest`` holds how it was made (see ``facegan.data.manifest``); ``manifest["files"][i]`` names
     the source file and split of ``images[i]``.
     """
 

@@ -51,10 +51,11 @@ class Animation(np.ndarray):
     def __array_finalize__(self, source) -> None:
         self.fps = getattr(source, "fps", 20.0)
 
-    def gif(self) -> bytes:
+    def gif(self, fps: float | None = None) -> bytes:
+        """The frames as a looping GIF, at `fps` (default: the animation's own)."""
         from .interpolate import gif_bytes
 
-        return gif_bytes(np.asarray(self), self.fps)
+        return gif_bytes(np.asarray(self), self.fps if fps is None else fps)
 
     def _repr_html_(self) -> str | None:
         if self.ndim != 4 or self.shape[-1] != 3 or self.dtype != np.uint8 or len(self) == 0:

@@ -12,22 +12,11 @@ from PIL import Image
 
 from .. import checkpoint
 from ..checkpoint import resolve_checkpoint
-from ..config import PRECISIONS
 from ..data.images import make_grid, to_uint8
 from ..models import ModelConfig, build_generator, latents_from_seeds
-from ..models.layout import bf16_autocast, native_bf16, to_channels_last
+from ..models.layout import to_channels_last
+from ..models.precision import autocast, resolve_precision
 from .display import Animation, Faces
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` is bf16 where the hardware runs it natively, else fp32; asking for bf16 elsewhere is an error."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if precision == "bf16" and not native_bf16(device):
-        raise ValueError(f"this {device.type.upper()} has no native bfloat16; use --precision fp32")
-    return precision
 
 
 @dataclass
@@ -53,7 +42,7 @@ class FaceGenerator:
         """N x H x W x 3 uint8 faces for the latents `z`, computed `batch_size` at a time."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        with bf16_autocast(self.device, self.precision == "bf16"):
+        with autocast(self.device, self.precision):
             chunks = [to_uint8(self.network(part.to(self.device)).float().cpu()) for part in z.split(batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.size, self.size, 3), np.uint8)
 

@@ -9,6 +9,9 @@ Typical use::
     fake = net.extract(fake_batches)
     fid = fid_from_features(real, fake)
     kid_mean, kid_std = kid_from_features(real, fake)
+
+`facegan eval` computes the metrics of :mod:`facegan.metrics.registry`, one function each,
+registered with ``@register_metric``; :func:`facegan.metrics.evaluate.evaluate` runs them.
 """
 
 from facegan.metrics.fid import (
@@ -31,6 +34,12 @@ from facegan.metrics.inception import (
     load_inception,
     resize_tf1_bilinear,
 )
+from facegan.metrics.registry import (
+    MetricContext,
+    metric_names,
+    register_metric,
+    unregister_metric,
+)
 
 __all__ = [
     "FEATURE_DIM",
@@ -40,6 +49,7 @@ __all__ = [
     "INCEPTION_URL",
     "InceptionFeatures",
     "InceptionNotFoundError",
+    "MetricContext",
     "feature_statistics",
     "fid_from_features",
     "fid_from_statistics",
@@ -47,6 +57,9 @@ __all__ = [
     "kid_from_features",
     "load_inception",
     "load_statistics",
+    "metric_names",
+    "register_metric",
     "resize_tf1_bilinear",
     "save_statistics",
+    "unregister_metric",
 ]

@@ -1,4 +1,8 @@
-"""`facegan eval`: FID and KID of generated faces against real photos.
+"""`facegan eval`: metrics (FID and KID by default) of generated faces against real photos.
+
+:func:`evaluate` does the whole evaluation: Inception features of the fakes (a folder of images,
+or :class:`GeneratedFaces` from a generator), of the real photos (prepared at the fakes' size),
+the metrics of :mod:`facegan.metrics.registry` that ``--metrics`` names, and the record.
 
 Real-image features are cached on disk, keyed by the prepared dataset's content hash, the
 image size, the split, the number of images and the Inception weights, so repeated evaluations
@@ -11,16 +15,19 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from ..config import option, precision_option
-from ..data import DataError, PreparedDataset, cache_root
+from ..data import DataError, PrepareConfig, PreparedDataset, prepare
 from ..data.sources import has_image_extension
-from .fid import fid_from_features, kid_from_features
+from ..settings import SIZES, cache_root
 from .inception import InceptionFeatures
+from .registry import MetricContext, compute_metrics, metric_line, metric_names, parse_metrics
+
+DEFAULT_METRICS = "fid,kid"
 
 
 @dataclass
@@ -41,6 +48,7 @@ class EvalConfig:
     device: str = option("cpu", "cpu, cuda or cuda:N")
     precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
+    metrics: str = option(DEFAULT_METRICS, f"comma-separated metrics to compute, of: {', '.join(metric_names())}")
 
     def validate(self) -> None:
         if not self.real:
@@ -53,6 +61,75 @@ class EvalConfig:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.kid_subsets < 1 or self.kid_subset_size < 2:
             raise ValueError("--kid-subsets must be at least 1 and --kid-subset-size at least 2")
+        parse_metrics(self.metrics)
+
+    def metric_list(self) -> tuple[str, ...]:
+        """The metrics to compute, in the order given (ValueError naming the choices for an unknown one)."""
+        return parse_metrics(self.metrics)
+
+
+@dataclass
+class GeneratedFaces:
+    """Faces from a generator, for :func:`evaluate` (which must not know how generators are loaded)."""
+
+    batches: Callable[[int], Iterator[np.ndarray]]  # batch size -> uint8 N x H x W x 3 batches, `count` faces in all
+    count: int
+    size: int  # their side in pixels: the real photos are prepared at this size
+    run_dir: Path | None = None  # the training run whose metrics.jsonl gets the result
+
+    @classmethod
+    def from_seeds(cls, faces: Callable[[range, float, int], np.ndarray], config: EvalConfig, size: int,
+                   run_dir: Path | None = None) -> GeneratedFaces:
+        """The faces of seeds ``config.seed`` .. ``config.seed + config.n - 1`` at ``config.truncation``.
+
+        `faces(seeds, truncation, batch_size)` returns their uint8 images (``FaceGenerator.faces``).
+        """
+        end = config.seed + config.n
+
+        def batches(batch_size: int) -> Iterator[np.ndarray]:
+            for start in range(config.seed, end, batch_size):
+                yield faces(range(start, min(start + batch_size, end)), config.truncation, batch_size)
+
+        return cls(batches, config.n, size, run_dir)
+
+
+def evaluate(config: EvalConfig, generated: GeneratedFaces | None = None) -> dict:
+    """The metrics of `generated` (or of the folder ``config.fake``) against ``config.real``, recorded.
+
+    The result has each metric's numbers (``fid``; ``kid_mean``, ``kid_std``), ``n_real``,
+    ``n_fake``, ``metrics`` (the names computed) and the evaluation's context (see :func:`record`).
+    """
+    config.validate()
+    if config.fake and generated is not None:
+        raise ValueError("evaluate takes one source of fakes: the folder --fake or generated faces, not both")
+    if not config.fake and generated is None:
+        raise ValueError("nothing to evaluate: pass --fake (a folder of images) or generated faces")
+    net = InceptionFeatures(config.inception, config.device, config.batch_size)
+    if config.fake:
+        files = image_files(config.fake, config.n)
+        fake = net.extract(file_batches(files, net.batch_size), total=len(files), progress=config.progress)
+        size, run_dir = folder_image_size(files[0]), None
+    else:
+        fake = net.extract(generated.batches(net.batch_size), total=generated.count, progress=config.progress)
+        size, run_dir = generated.size, generated.run_dir
+    dataset = prepare(PrepareConfig(data=config.real, size=size), progress=config.progress)
+    real = real_features(dataset, config.split, config.max_real, net, config.progress)
+    return record(compare(real, fake, config), config, run_dir)
+
+
+def result_line(result: dict) -> str:
+    """The line `facegan eval` prints: each metric computed, then what was compared."""
+    names = result.get("metrics") or parse_metrics(DEFAULT_METRICS)
+    parts = [metric_line(name, result) for name in names]
+    return "  ".join(parts) + (f"  ({result['n_fake']} generated vs {result['n_real']} real, "
+                               f"{result['split']} split)")
+
+
+def folder_image_size(first: Path) -> int:
+    """The size to prepare the real photos at for a folder of fakes: its first image's width if supported."""
+    with Image.open(first) as image:
+        width = image.width
+    return width if width in SIZES else max(SIZES)
 
 
 def batches_of(array: np.ndarray, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -85,7 +162,7 @@ def image_files(folder: str | Path, limit: int) -> list[Path]:
     return files
 
 
-def file_batches(files: list[Path], batch_size: int) -> Iterator[np.ndarray]:
+def file_batches(files: Iterable[Path], batch_size: int) -> Iterator[np.ndarray]:
     """N x H x W x 3 uint8 batches of at most `batch_size` files; a change of image size starts a new batch."""
     batch: list[np.ndarray] = []
     for path in files:
@@ -99,9 +176,10 @@ def file_batches(files: list[Path], batch_size: int) -> Iterator[np.ndarray]:
 
 
 def compare(real: np.ndarray, fake: np.ndarray, config: EvalConfig) -> dict:
-    kid_mean, kid_std = kid_from_features(real, fake, config.kid_subsets, config.kid_subset_size)
-    return {"fid": fid_from_features(real, fake), "kid_mean": kid_mean, "kid_std": kid_std,
-            "n_real": len(real), "n_fake": len(fake)}
+    """The metrics ``config.metrics`` names, then ``n_real``, ``n_fake`` and ``metrics`` (those names)."""
+    names = config.metric_list()
+    result = compute_metrics(names, MetricContext(real, fake, config))
+    return {**result, "n_real": len(real), "n_fake": len(fake), "metrics": list(names)}
 
 
 def record(result: dict, config: EvalConfig, run_dir: Path | None) -> dict:

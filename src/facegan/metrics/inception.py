@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import urllib.request
 import warnings
 from collections.abc import Iterable, Iterator
@@ -41,18 +40,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import write_atomically
+from ..settings import cache_root, usable_cpus
+
 __all__ = [
     "INCEPTION_URL",
     "INCEPTION_SHA256",
     "INCEPTION_FILENAME",
     "INCEPTION_ENV",
-    "CACHE_ENV",
     "FEATURE_DIM",
     "INPUT_SIZE",
     "CPU_BATCH_SIZE",
     "GPU_BATCH_SIZE",
     "InceptionNotFoundError",
-    "cache_dir",
     "find_inception",
     "load_inception",
     "resize_tf1_bilinear",
@@ -80,7 +80,6 @@ KNOWN_INCEPTION_FILES = {
 }
 INCEPTION_FILENAME = "inception-2015-12-05.pt"
 INCEPTION_ENV = "FACEGAN_INCEPTION"
-CACHE_ENV = "FACEGAN_CACHE"
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
 #: Default images per forward pass.  On CPU small batches are faster (4-8: ~12 img/s,
@@ -97,12 +96,6 @@ class InceptionNotFoundError(FileNotFoundError):
 # Locating and downloading the weights
 # --------------------------------------------------------------------------------------
 
-def cache_dir() -> Path:
-    """facegan's cache folder: ``$FACEGAN_CACHE`` or ``~/.cache/facegan``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "facegan"
-
-
 _HOW_TO_FIX = (
     f"pass --inception PATH (or path=...) or set {INCEPTION_ENV}=PATH to a local copy of "
     f"{INCEPTION_FILENAME} (download it from {INCEPTION_URL})"
@@ -110,14 +103,13 @@ _HOW_TO_FIX = (
 
 
 def _download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> None:
-    """Download ``url`` to ``dest`` atomically: write a temp file next to it, check, rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
+    """Download ``url`` to ``dest`` atomically: ``dest`` is replaced only by a complete, hash-checked copy."""
+
+    def fetch(out) -> None:
+        digest = hashlib.sha256()
+        received = 0
         request = urllib.request.Request(url, headers={"User-Agent": "facegan"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
@@ -125,22 +117,23 @@ def _download(url: str, dest: Path, sha256: str | None = None, progress: bool = 
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
-        if total is not None and tmp.stat().st_size != total:
-            raise OSError(f"incomplete download: got {tmp.stat().st_size} of {total} bytes")
+        if total is not None and received != total:
+            raise OSError(f"incomplete download: got {received} of {total} bytes")
         if sha256 is not None and digest.hexdigest() != sha256.lower():
             raise OSError(f"sha256 mismatch: expected {sha256}, got {digest.hexdigest()}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    # An exception in `fetch` removes the temporary file and leaves `dest` as it was.
+    write_atomically(dest, fetch, durable=False)
 
 
 def find_inception(path: str | os.PathLike[str] | None = None, download: bool = True) -> Path:
     """Return the path of the FID Inception TorchScript file.
 
     Looks, in order, at: ``path``; the environment variable ``FACEGAN_INCEPTION``;
-    ``<cache>/inception-2015-12-05.pt`` where ``<cache>`` is ``$FACEGAN_CACHE`` or
-    ``~/.cache/facegan``.  If none exists and ``download`` is true, downloads
+    ``<cache>/inception-2015-12-05.pt`` where ``<cache>`` is :func:`facegan.settings.cache_root`
+    (``$FACEGAN_CACHE`` or ``~/.cache/facegan``).  If none exists and ``download`` is true, downloads
     :data:`INCEPTION_URL` into the cache.  An explicitly given path or environment variable
     that points nowhere is an error (no silent fallback to another file).
 
@@ -159,7 +152,7 @@ def find_inception(path: str | os.PathLike[str] | None = None, download: bool = 
             raise InceptionNotFoundError(
                 f"{INCEPTION_ENV}={env} does not point to a file: {_HOW_TO_FIX}")
         return p
-    cached = cache_dir() / INCEPTION_FILENAME
+    cached = cache_root() / INCEPTION_FILENAME
     if cached.is_file():
         return cached
     if not download:
@@ -264,11 +257,7 @@ def resize_tf1_bilinear(x: torch.Tensor, size: int | tuple[int, int] = INPUT_SIZ
 
 def _default_num_threads() -> int:
     """Torch's intra-op thread count, capped by the CPUs this process may run on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), usable))
+    return max(1, min(torch.get_num_threads(), usable_cpus()))
 
 
 @contextlib.contextmanager

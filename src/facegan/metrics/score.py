@@ -24,10 +24,10 @@ from torch import nn
 from .. import checkpoint
 from ..checkpoint import CheckpointError, resolve_checkpoint
 from ..config import option
-from ..data import DataError
-from ..data.images import to_model_input
+from ..data import DataError, PrepareConfig
 from ..data.align import AlignOptions
-from ..data.prepare import AlignedEntryDecoder, AlignedPhoto, EntryDecoder, PrepareConfig
+from ..data.decoders import AlignedEntryDecoder, AlignedPhoto, EntryDecoder
+from ..data.images import to_model_input
 from ..data.sources import ImageReader, find_source
 from ..files import write_atomically
 from ..models import ModelConfig, build_discriminator
@@ -110,9 +110,10 @@ class RealFakeScorer:
 
     def align_options(self, align: bool | None = None) -> AlignOptions | None:
         """How the run's photos were aligned (None: centre crop); `align` overrides whether to align."""
-        if not (self.training.get("align", False) if align is None else align):
+        photos = self.training.get("prepare", self.training)  # older checkpoints keep these options flat
+        if not (photos.get("align", False) if align is None else align):
             return None
-        stored = {key: self.training[key] for key in ("template", "min_face", "margin") if key in self.training}
+        stored = {key: photos[key] for key in ("template", "min_face", "margin") if key in photos}
         return PrepareConfig(data="", size=self.size, align=True, faces="largest", **stored).align_options()
 
     @property

@@ -3,7 +3,6 @@ from . import dcgan, mlp, resnet, seed  # noqa: F401  (registers the architectur
 from .latent import MAX_SEED, latents_from_seeds
 from .registry import (
     ARCHITECTURES,
-    SIZES,
     Architecture,
     ModelConfig,
     OptimizerSettings,
@@ -16,7 +15,6 @@ from .registry import (
 
 __all__ = [
     "ARCHITECTURES",
-    "SIZES",
     "MAX_SEED",
     "Architecture",
     "ModelConfig",

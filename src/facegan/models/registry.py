@@ -9,7 +9,7 @@ from typing import Callable
 
 from torch import nn
 
-SIZES = (32, 64, 128)
+from ..settings import check_size
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,7 @@ class Architecture:
 
     def config(self, size: int = 64, z_dim: int | None = None, width: int | None = None) -> ModelConfig:
         """A validated ModelConfig for this architecture, filling unset fields with its defaults."""
-        if size not in SIZES:
-            raise ValueError(f"size {size} is not supported; choose one of {', '.join(map(str, SIZES))}")
-        config = ModelConfig(self.name, size, z_dim or self.z_dim, width or self.width)
+        config = ModelConfig(self.name, check_size(size), z_dim or self.z_dim, width or self.width)
         if config.z_dim < 1 or config.width < 1:
             raise ValueError("z_dim and width must be positive")
         return config

@@ -21,10 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..data.images import make_grid
-from ..generate import FaceGenerator
-from ..generate.interpolate import gif_bytes
-from ..models import ARCHITECTURES, MAX_SEED
+from ..api import MAX_SEED, FaceGenerator, architecture_summary
 
 MAX_GRID = 64
 MAX_FRAMES = 120
@@ -75,13 +72,13 @@ class FaceRenderer:
 
     def grid_png(self, seed: int, n: int, truncation: float, ncols: int | None) -> bytes:
         with self._lock, torch.inference_mode():
-            faces = self.generator.faces(range(seed, seed + n), truncation)
-        return png_bytes(make_grid(faces, ncols=ncols))
+            grid = self.generator.grid(n, seed, truncation, ncols)
+        return png_bytes(np.asarray(grid))
 
     def morph_gif(self, start: int, end: int, frames: int, truncation: float, fps: float, loop: bool) -> bytes:
         with self._lock, torch.inference_mode():
             walk = self.generator.interpolate([start, end], frames, truncation, loop)
-        return gif_bytes(walk, fps)
+        return walk.gif(fps)
 
 
 def model_info(generator: FaceGenerator) -> ModelInfo:
@@ -89,8 +86,7 @@ def model_info(generator: FaceGenerator) -> ModelInfo:
     if "checkpoint" in card:  # the file name is enough; the full path says nothing to a visitor
         card["checkpoint"] = Path(card["checkpoint"]).name
     model = generator.model
-    arch = ARCHITECTURES.get(model.arch)
-    return ModelInfo(arch=model.arch, summary=arch.summary if arch else "", size=model.size,
+    return ModelInfo(arch=model.arch, summary=architecture_summary(model.arch), size=model.size,
                      z_dim=model.z_dim, width=model.width, card=card)
 
 

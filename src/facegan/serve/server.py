@@ -7,7 +7,7 @@ import sys
 
 import uvicorn
 
-from ..generate import FaceGenerator
+from ..api import FaceGenerator
 from .app import create_app
 from .config import ServeConfig
 

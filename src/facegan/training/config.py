@@ -1,22 +1,28 @@
 """The typed configuration of `facegan train`, stored inside every checkpoint."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
-from ..config import option
-from ..data.align import FACE_CHOICES, TEMPLATE_NAMES, TURNED_CHOICES
+from ..config import option, precision_option
+from ..data import PrepareConfig
 from ..models import ARCHITECTURES
 from ..models.augment import parse_policy
 
 DEFAULT_KIMG = 2000.0
+LEGACY_AMP = {"off": "fp32", "bf16": "bf16"}  # checkpoints written before --precision replaced --amp
+
+
+def _no_photos() -> PrepareConfig:
+    return PrepareConfig(data="")
 
 
 @dataclass
 class TrainConfig:
-    data: str = option("", "folder of face photos, a .zip, a CelebA folder, or a prepared cache")
+    # How raw photos become the training images (`facegan prepare`'s options, but not its --out: training
+    # always uses the cache).
+    prepare: PrepareConfig = field(default_factory=_no_photos, metadata={"nested": True, "skip": ("out",)})
     out: str = option("runs/facegan", "run directory for checkpoints, samples, logs")
     arch: str = option("dcgan", "architecture (`facegan archs` describes them)", choices=tuple(sorted(ARCHITECTURES)))
-    size: int = option(64, "image size in pixels", choices=(32, 64, 128))
     z_dim: int | None = option(None, "latent size (architecture default when unset)")
     width: int | None = option(None, "base channel/unit count (architecture default when unset)")
     batch: int | None = option(None, "batch size (architecture default when unset)")
@@ -32,23 +38,27 @@ class TrainConfig:
     ema_rampup: float = option(0.05, "early in training the EMA half-life is at most this fraction of images seen (0: off)")
     augment: str = option("auto", "DiffAugment policy for the discriminator: auto (architecture default), none, "
                           "or a comma list of color, translation, cutout")
-    amp: str = option("off", "mixed precision for the forward passes; bf16 needs hardware that runs it natively "
-                      "(CPUs with AVX-512 BF16 or AMX, GPUs from Ampere on)", choices=("off", "bf16"))
+    precision: str = precision_option()
     device: str = option("auto", "cpu, cuda, cuda:N, or auto")
     sample_every: int = option(500, "write a sample grid every N steps")
     checkpoint_every: int = option(1000, "write a checkpoint every N steps")
     log_every: int = option(50, "log losses every N steps")
     keep: int = option(3, "keep the last K checkpoints")
-    min_size: int = option(32, "when preparing raw photos: skip images smaller than this")
-    workers: int = option(0, "when preparing raw photos: decoding processes (0: one per core)")
-    align: bool = option(False, "when preparing raw photos: find and align the faces (see `facegan prepare --help`)")
-    template: str = option("celeba", "with --align: celeba or ffhq face crop", choices=TEMPLATE_NAMES)
-    min_face: int = option(48, "with --align: skip faces narrower than this many pixels in the photo")
-    faces: str = option("largest", "with --align: keep the largest face of each photo, or all", choices=FACE_CHOICES)
-    margin: float = option(0.0, "with --align: widen the crop by this fraction of its side on each side")
-    turned: str = option("auto", "with --align, for tilted faces: auto (a CNN detector checks the upright search's "
-                         "best near misses), always (also whole turned copies), never", choices=TURNED_CHOICES)
     progress: bool = option(True, "show a progress bar")
+
+    @classmethod
+    def create(cls, data: str = "", **options) -> "TrainConfig":
+        """A config from flat options, as the Python API and the command line give them: `prepare`'s go there."""
+        photos = {name: options.pop(name) for name in _prepare_options() if name in options}
+        return cls(prepare=PrepareConfig(data=str(data), **photos), **options)
+
+    @property
+    def data(self) -> str:
+        return self.prepare.data
+
+    @property
+    def size(self) -> int:
+        return self.prepare.size
 
     def validate(self) -> None:
         if not self.data:
@@ -77,5 +87,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The config a checkpoint stores; also reads older checkpoints, whose photo options sat beside the others
+        and whose precision was `amp`."""
+        values = dict(values)
+        if "amp" in values:
+            values.setdefault("precision", LEGACY_AMP.get(values.pop("amp"), "fp32"))
+        photos = values.pop("prepare", None) or values
+        photos = {name: photos[name] for name in _prepare_options() if name in photos}
+        known = {f.name for f in fields(cls)} - {"prepare"}
+        return cls.create(**photos, **{k: v for k, v in values.items() if k in known})
+
+
+def _prepare_options() -> list[str]:
+    skipped = next(f for f in fields(TrainConfig) if f.name == "prepare").metadata["skip"]
+    return [f.name for f in fields(PrepareConfig) if f.name not in skipped]

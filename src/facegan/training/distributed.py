@@ -44,8 +44,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import uuid
 import warnings
-from typing import Sequence
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -230,19 +231,27 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
 
 
-def launch(nproc: int, module_args: Sequence[str]) -> None:
-    """Run `python -m facegan MODULE_ARGS` in `nproc` processes on this machine with torchrun's launcher."""
+def launch(nproc: int, function: Callable, *args):
+    """`function(*args)` in `nproc` processes on this machine, started by torchrun's launcher; rank 0's result.
+
+    This is what `torchrun --standalone --nproc-per-node N` does, called from Python: `function` and `args`
+    go to each process pickled, so nothing passes through a command line.
+    """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    if nproc > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun does: N processes share the cores
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     try:
-        torchrun(["--standalone", f"--nproc-per-node={nproc}", "--module", "facegan", *module_args])
+        return elastic_launch(config, function)(*args)[0]
     except ChildFailedError as error:
         raise RuntimeError(f"{len(error.failures)} of {nproc} training processes failed (their messages are above)") from None
     except SignalException:
         # The launcher has passed the signal on and waited for the ranks, which stop after one checkpoint.
-        pass
+        return None
 
 
 class RankAugmentedLoss:

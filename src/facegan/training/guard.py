@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError
-from .state import TrainingState, checkpoint_path, list_checkpoints, save_checkpoint
+from ..runs import checkpoint_path, list_checkpoints
+from .state import TrainingState, save_checkpoint
 
 
 class DivergenceError(RuntimeError):

@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data import PrepareConfig, PreparedDataset, prepare
+from ..data import PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
-from ..models.layout import bf16_autocast, native_bf16
+from ..models.precision import EmulatedBF16Error, autocast, emulation_reason, resolve_precision
 from . import distributed, guard, reporting
 from .config import TrainConfig
-from .state import TrainingState, checkpoint_path, create_state, load_latest, model_config
+from ..runs import checkpoint_path
+from .state import TrainingState, create_state, load_latest, model_config
 
 SAMPLE_SEEDS = range(64)
 
@@ -40,11 +41,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_dataset(config: TrainConfig) -> PreparedDataset:
     """A prepared cache as is, or raw photos prepared on the fly (reusing a matching cache)."""
-    dataset = prepare(PrepareConfig(data=config.data, size=config.size, min_size=config.min_size,
-                                    workers=config.workers, align=config.align, template=config.template,
-                                    min_face=config.min_face, faces=config.faces, margin=config.margin,
-                                    turned=config.turned),
-                      progress=config.progress)
+    dataset = prepare(config.prepare, progress=config.progress)
     if dataset.size != config.size:
         raise ValueError(f"{config.data} is prepared at {dataset.size} px but --size is {config.size}")
     return dataset
@@ -64,20 +61,21 @@ def resume_config(run_dir: Path, overrides: TrainConfig | None) -> tuple[TrainCo
     return config, saved
 
 
-def runnable_amp(config: TrainConfig, device: torch.device, resuming: bool) -> TrainConfig:
-    """`config`, unless it asks for bf16 on a device that would only emulate it (many times slower than fp32).
+def runnable_precision(config: TrainConfig, device: torch.device, resuming: bool) -> TrainConfig:
+    """`config` with its precision resolved to fp32 or bf16 for `device`, which the checkpoints then record.
 
-    A new run is refused; a resumed bf16 run goes on in fp32, and its later checkpoints say so.
+    bf16 where the device would only emulate it (many times slower than fp32) refuses a new run; a resumed
+    bf16 run goes on in fp32.
     """
-    if config.amp != "bf16" or native_bf16(device):
-        return config
-    missing = f"this {device.type.upper()} has no native bfloat16 (on CPUs: AVX-512 BF16 or AMX), so bf16 would be emulated"
-    if not resuming:
-        raise ValueError(f"--amp bf16: {missing}, many times slower than fp32; train with --amp off")
+    try:
+        return replace(config, precision=resolve_precision(config.precision, device))
+    except EmulatedBF16Error:
+        if not resuming:
+            raise
     if distributed.is_main():
-        print(f"warning: this run trained with --amp bf16, but {missing}; continuing in fp32 (--amp off)",
-              file=sys.stderr)
-    return replace(config, amp="off")
+        print(f"warning: this run trained with --precision bf16, but {emulation_reason(device)}; "
+              "continuing in fp32", file=sys.stderr)
+    return replace(config, precision="fp32")
 
 
 def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -101,10 +99,6 @@ def update_ema(state: TrainingState) -> None:
         b_ema.copy_(b)
 
 
-def autocast(config: TrainConfig, device: torch.device):
-    return bf16_autocast(device, config.amp == "bf16")
-
-
 def real_batch(state: TrainingState, dataset: PreparedDataset, device: torch.device) -> torch.Tensor:
     real = dataset.load_batch(distributed.local_part(state.order.next_batch())).to(device, non_blocking=True)
     if state.config.mirror:
@@ -116,7 +110,7 @@ def real_batch(state: TrainingState, dataset: PreparedDataset, device: torch.dev
 def train_step(state: TrainingState, loss, real: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
     """One discriminator update then one generator update on the same fakes, as in DCGAN."""
     z = distributed.local_part(torch.randn(state.batch, state.model.z_dim, device=device))
-    with autocast(state.config, device):
+    with autocast(device, state.config.precision):
         fake = state.G_train(z)
         set_requires_grad(state.D, True)
         state.opt_d.zero_grad(set_to_none=True)
@@ -126,7 +120,7 @@ def train_step(state: TrainingState, loss, real: torch.Tensor, device: torch.dev
 
     set_requires_grad(state.D, False)
     state.opt_g.zero_grad(set_to_none=True)
-    with autocast(state.config, device):  # D is frozen here: the unwrapped D, no gradients of its own to sync
+    with autocast(device, state.config.precision):  # D is frozen here: the unwrapped D, no gradients of its own to sync
         loss_g, stats_g = loss.generator_loss(state.D, fake, real, state.step)
     loss_g.backward()
     state.opt_g.step()
@@ -183,7 +177,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
         config, saved = distributed.from_main(resume_config, Path(resume), config)
     config.validate()
     device = distributed.rank_device(resolve_device(config.device))
-    config = runnable_amp(config, device, resuming=saved is not None)
+    config = runnable_precision(config, device, resuming=saved is not None)
     run_dir = Path(config.out)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)

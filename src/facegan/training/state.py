@@ -14,9 +14,8 @@ from ..checkpoint import CheckpointError
 from ..data import BatchOrder
 from ..models import ModelConfig, build_discriminator, build_generator, get_architecture
 from ..models.layout import to_channels_last
+from ..runs import CHECKPOINT_DIR, checkpoint_path, list_checkpoints, unfinished_checkpoints
 from .config import TrainConfig
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass
@@ -102,15 +101,6 @@ def create_state(config: TrainConfig, model: ModelConfig, indices, device: torch
     return TrainingState(config, model, G, G_ema, D, opt_g, opt_d, order)
 
 
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINT_DIR / f"ckpt-{step:08d}.safetensors"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints of a run, newest first."""
-    return sorted((run_dir / CHECKPOINT_DIR).glob("ckpt-*.safetensors"), reverse=True)
-
-
 def save_checkpoint(state: TrainingState, run_dir: Path, keep: int) -> Path:
     path = checkpoint.save(checkpoint_path(run_dir, state.step), state.to_checkpoint(), kind="training")
     for old in [p for p in list_checkpoints(run_dir) if p != path][keep - 1:]:  # never the one just written
@@ -126,7 +116,7 @@ def load_latest(run_dir: Path, resuming: bool = False) -> tuple[Path, dict]:
     write are removed.
     """
     if resuming:
-        for leftover in (run_dir / CHECKPOINT_DIR).glob(".ckpt-*.partial"):
+        for leftover in unfinished_checkpoints(run_dir):
             leftover.unlink(missing_ok=True)
     problems = []
     for path in list_checkpoints(run_dir):
