@@ -24,6 +24,7 @@ import torch
 import facegan
 from facegan import checkpoint
 from facegan.metrics.evaluate import EvalConfig
+from facegan.models.device import resolve_device
 from facegan.training import loop
 from facegan.training.config import TrainConfig
 from facegan.runs import list_checkpoints
@@ -71,7 +72,7 @@ def parse_entry(entry: str) -> tuple[str, str]:
 
 def check_entries(args, archs: list[str]) -> None:
     """Refuse a bad entry, or a +bf16 entry on hardware without native bfloat16, before any training."""
-    device = loop.resolve_device(args.device)
+    device = resolve_device(args.device)
     for entry in archs:
         arch, precision = parse_entry(entry)
         try:

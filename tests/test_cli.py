@@ -115,3 +115,48 @@ def test_amp_still_works_as_an_alias_of_precision(capsys):
     args = build_parser().parse_args(["train", "--data", "photos", "--precision", "auto"])
     apply_deprecated_options("train", args)
     assert config_from_args(TrainCommand, args).config.precision == "auto" and capsys.readouterr().err == ""
+
+
+def test_seeds_lists_and_ranges_for_every_command_that_makes_faces(trained_run, tmp_path, capsys):
+    out = tmp_path / "faces"
+    assert main(["generate", "--checkpoint", str(trained_run), "--seeds", "1,5-6,9", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["seed0001.png", "seed0005.png", "seed0006.png", "seed0009.png"]
+    by_seed = np.asarray(Image.open(out / "seed0005.png"))
+    assert main(["generate", "--checkpoint", str(trained_run), "--seed", "5", "-n", "1", "--out", str(tmp_path / "one")]) == 0
+    assert np.array_equal(by_seed, np.asarray(Image.open(tmp_path / "one" / "seed0005.png"))), "a seed is a seed"
+    grid = tmp_path / "grid.png"
+    assert main(["generate", "--checkpoint", str(trained_run), "--seeds", "0-2,7", "--grid", str(grid)]) == 0
+    assert Image.open(grid).size == (2 * 32 + 6, 2 * 32 + 6)
+    walk = tmp_path / "walk.gif"
+    assert main(["interpolate", "--checkpoint", str(trained_run), "--seeds", "0-2", "--frames", "3", "--out", str(walk)]) == 0
+    assert Image.open(walk).n_frames == 3
+    assert main(["generate", "--checkpoint", str(trained_run), "--seeds", "4-2"]) == 2
+    assert "'4-2' must be" in capsys.readouterr().err
+
+
+def test_option_names_from_stylegan_and_lightweight_gan_are_accepted():
+    from facegan.api import GenerateConfig, TrainCommand
+    from facegan.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    generate = config_from_args(GenerateConfig, parser.parse_args(
+        ["generate", "--network", "run", "--trunc", "0.7", "--outdir", "out", "--seeds", "0-3"]))
+    assert (generate.checkpoint, generate.truncation, generate.out, generate.seed_list()) == ("run", 0.7, "out", [0, 1, 2, 3])
+    train = config_from_args(TrainCommand, parser.parse_args(["train", "--data", "d", "--batch-size", "16", "--gpus", "2"]))
+    assert (train.config.batch, train.nproc) == (16, 2)
+
+
+def test_version_and_help_texts(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    from facegan import __version__
+
+    assert capsys.readouterr().out.strip() == f"facegan {__version__}" and __version__ != "0+unknown"
+    for command in ("prepare", "train", "generate", "eval"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in help_text and "--n N" not in help_text
+        if command == "prepare":
+            assert "named after the source's fingerprint) --min-size" in help_text, "--out's own default, once"

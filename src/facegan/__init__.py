@@ -5,8 +5,8 @@
     faces = facegan.load("runs/mine").generate(16, seed=0)
 """
 from . import serve as _serve  # noqa: F401  (adds the `serve` command, which sits above the API)
+from .api import VERSION as __version__
 from .api import align, export, generate, interpolate, load, prepare, score, train
 from .generate import FaceGenerator
 
-__version__ = "0.1.0"
 __all__ = ["FaceGenerator", "__version__", "align", "export", "generate", "interpolate", "load", "prepare", "score", "train"]

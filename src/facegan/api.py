@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
+
+from PIL import Image
 
 from .checkpoint import CheckpointError
 from .config import option
@@ -29,13 +32,21 @@ from .training import TrainConfig, TrainResult
 from .training import train as _train
 from .training.distributed import launch
 
+def _installed_version() -> str:
+    try:
+        return metadata.version("facegan")  # pyproject.toml's version: its one home
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+VERSION = _installed_version()
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = "celeba64.safetensors"
 # What a command can fail with that is the user's to fix: the CLI prints these as one line, not a traceback.
 USER_ERRORS = (ValueError, DataError, CheckpointError, OSError, RuntimeError)
 
 __all__ = [
-    "ARCHITECTURES", "COMMANDS", "MAX_SEED", "USER_ERRORS", "CheckpointError", "Command", "DataError", "EvalConfig",
+    "ARCHITECTURES", "COMMANDS", "MAX_SEED", "USER_ERRORS", "VERSION", "CheckpointError", "Command", "DataError", "EvalConfig",
     "ExportConfig", "FaceGenerator", "GenerateConfig", "InterpolateConfig", "PrepareConfig", "ScoreConfig",
     "TrainCommand", "TrainConfig", "align", "evaluate", "export", "generate", "interpolate", "load", "prepare",
     "register_command", "score", "train", "train_on_processes",
@@ -52,11 +63,12 @@ def default_model_path() -> Path:
     return path
 
 
-def load(path: str | os.PathLike | None = None, device: str = "cpu", precision: str = "fp32") -> FaceGenerator:
+def load(path: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32") -> FaceGenerator:
     """A face generator from a checkpoint file or run directory; the shipped model when `path` is None.
 
     >>> faces = facegan.load("runs/celeba").generate(16, seed=0)   # 16 PIL images
-    `precision`: fp32, bf16 (faster where the hardware supports it) or auto.
+    `device`: auto (the GPU when there is one), cpu, cuda or cuda:N; `precision`: fp32, bf16 (faster where the
+    hardware supports it) or auto.
     """
     return load_generator(default_model_path() if path is None else path, device, precision)
 
@@ -109,9 +121,9 @@ def generate(config: GenerateConfig) -> list[Path]:
     """Write faces as PNG files (or one grid) as `facegan generate` does; returns the written paths."""
     config.validate()
     generator = load(config.checkpoint, config.device, config.precision)
-    seeds = range(config.seed, config.seed + config.n)
+    seeds = config.seed_list()
     if config.grid:
-        image = generator.grid(config.n, config.seed, config.truncation, config.ncols)
+        image = generator.grid(truncation=config.truncation, ncols=config.ncols, seeds=seeds)
         path = Path(config.grid)
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
@@ -119,9 +131,9 @@ def generate(config: GenerateConfig) -> list[Path]:
     out = Path(config.out or "faces")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for seed, image in zip(seeds, generator.generate(config.n, config.seed, config.truncation, config.batch_size)):
+    for seed, face in zip(seeds, generator.faces(seeds, config.truncation, config.batch_size)):
         paths.append(out / f"seed{seed:04d}.png")
-        image.save(paths[-1])
+        Image.fromarray(face).save(paths[-1])
     return paths
 
 
@@ -178,7 +190,7 @@ class TrainCommand:
     resume: str | None = option(None, "continue the run in this folder exactly where its last checkpoint left off; "
                                       "only budgets may change")
     nproc: int = option(1, "train in N DistributedDataParallel processes on this machine (one per GPU); "
-                           "--batch is then the global batch")
+                           "--batch is then the global batch", flags=("--nproc", "--gpus"))
 
 
 def run_train_command(command: TrainCommand) -> TrainResult | None:

@@ -9,8 +9,20 @@ import typing
 
 from . import api
 
-# Old option names still accepted: flag -> (the field it sets, old value -> new value), and a line on stderr.
-DEPRECATED_OPTIONS = {"--amp": ("precision", {"off": "fp32", "bf16": "bf16"})}
+# Old option names still accepted, per command: flag -> (the field it sets, old value -> new value); using one
+# prints a line saying what to use instead.
+DEPRECATED_OPTIONS = {"train": {"--amp": ("precision", {"off": "fp32", "bf16": "bf16"})}}
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (unset, empty) or the help already says it."""
+
+    def _get_help_string(self, action):
+        if (action.default is None or action.default == "") and action.option_strings:
+            return action.help
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _value_type(hint):
@@ -34,7 +46,8 @@ def config_fields(cls, defaults=None, skip: tuple[str, ...] = ()):
             yield f, _value_type(hints[f.name]), default
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] = ()) -> None:
+def add_config_options(parser: argparse.ArgumentParser, cls, positional: tuple[str, ...] = (),
+                       deprecated: dict | None = None) -> None:
     """One --option per dataclass field, with its help text, type, choices and default."""
     for f, kind, default in config_fields(cls):
         flags = (f.name,) if f.name in positional else f.metadata.get("flags", (f"--{f.name.replace('_', '-')}",))
@@ -53,10 +66,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls, positional: tuple[s
             choices = f.metadata.get("choices")
             kwargs.setdefault("metavar", None if choices else f.name.upper())
             parser.add_argument(*flags, type=kind, choices=choices, **kwargs)
-    names = {f.name for f, _, _ in config_fields(cls)}
-    for flag, (name, values) in DEPRECATED_OPTIONS.items():
-        if name in names:
-            parser.add_argument(flag, choices=tuple(values), default=None, help=f"deprecated: use --{name}")
+    for flag, (name, values) in (deprecated or {}).items():
+        parser.add_argument(flag, choices=tuple(values), default=None, help=f"deprecated: use --{name}")
 
 
 def config_from_args(cls, args: argparse.Namespace, skip: tuple[str, ...] = ()):
@@ -72,7 +83,7 @@ def config_from_args(cls, args: argparse.Namespace, skip: tuple[str, ...] = ()):
 
 
 def apply_deprecated_options(command: str, args: argparse.Namespace) -> None:
-    for flag, (name, values) in DEPRECATED_OPTIONS.items():
+    for flag, (name, values) in DEPRECATED_OPTIONS.get(command, {}).items():
         old = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if old is not None:
             setattr(args, name, values[old])
@@ -81,11 +92,12 @@ def apply_deprecated_options(command: str, args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegan", description="Train GANs on face photos and generate faces.")
+    parser.add_argument("--version", action="version", version=f"facegan {api.VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in api.COMMANDS.values():
-        sub = commands.add_parser(command.name, help=command.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub = commands.add_parser(command.name, help=command.help, formatter_class=DefaultsHelpFormatter)
         if command.config is not None:
-            add_config_options(sub, command.config, command.positional)
+            add_config_options(sub, command.config, command.positional, DEPRECATED_OPTIONS.get(command.name))
     return parser
 
 

@@ -11,6 +11,7 @@ import facegan
 from facegan.cli import main
 from facegan.metrics import evaluate as evaluate_module
 from facegan.metrics import fid_from_features, registry
+from facegan.data import DataError
 from facegan.metrics.evaluate import EvalConfig
 
 
@@ -204,3 +205,18 @@ def test_generated_faces_are_evaluated_without_a_generator_import(face_folder, t
         evaluate_module.evaluate(EvalConfig(real="r", fake="f"), evaluate_module.GeneratedFaces(lambda b: iter(()), 2, 32))
     with pytest.raises(ValueError, match="nothing to evaluate"):
         evaluate_module.evaluate(EvalConfig(real="r"))
+
+
+def test_a_folder_without_a_partition_is_evaluated_whole(face_folder, fake_folder, tiny_inception):
+    assert EvalConfig(real="r").split == "auto"
+    result = evaluate_module.evaluate(folder_config(face_folder, fake_folder, tiny_inception, split="auto"))
+    assert result["split"] == "all" and result["n_real"] == 24
+    assert "(6 generated vs 24 real, all split)" in evaluate_module.result_line(result)
+
+
+def test_bad_real_photos_or_split_are_refused_before_any_inception_work(face_folder, fake_folder, tmp_path):
+    no_network = tmp_path / "no-inception.pt"  # loading it would fail: these errors must come first
+    with pytest.raises(DataError, match=r"no 'test' images .* available splits: train \(24\)"):
+        evaluate_module.evaluate(folder_config(face_folder, fake_folder, no_network, split="test"))
+    with pytest.raises(DataError, match="not found"):
+        evaluate_module.evaluate(folder_config(tmp_path / "missing", fake_folder, no_network))

@@ -3,25 +3,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import option, precision_option
+from ..config import checkpoint_option, device_option, option, precision_option, truncation_option
+from ..models import SEEDS_HELP, parse_seeds
 
 
 @dataclass
 class GenerateConfig:
-    checkpoint: str | None = option(None, "checkpoint file or run directory (the shipped model when unset)")
-    n: int = option(16, "number of faces", flags=("-n", "--n"))
+    checkpoint: str | None = checkpoint_option()
+    n: int = option(16, "number of faces", flags=("-n",))
     seed: int = option(0, "first seed; face i uses seed+i, so the same seed always gives the same face")
-    truncation: float = option(1.0, "pull latents toward the mean face: 1 = none, 0 = the mean face")
+    seeds: str | None = option(None, f"{SEEDS_HELP}; instead of --seed and -n")
+    truncation: float = truncation_option()
     batch_size: int = option(64, "faces computed at once")
-    out: str | None = option("faces", "folder for one PNG per face (seedNNNN.png)")
+    out: str | None = option("faces", "folder for one PNG per face (seedNNNN.png)", flags=("--out", "--outdir"))
     grid: str | None = option(None, "write one grid PNG here instead of single files")
     ncols: int | None = option(None, "columns of the grid (square when unset)")
-    device: str = option("cpu", "cpu, cuda or cuda:N")
+    device: str = device_option()
     precision: str = precision_option()
+
+    def seed_list(self) -> list[int]:
+        """The seeds to draw: --seeds when given, else --seed .. --seed + n - 1."""
+        return parse_seeds(self.seeds) if self.seeds else list(range(self.seed, self.seed + self.n))
 
     def validate(self) -> None:
         if self.n < 1:
             raise ValueError(f"-n must be at least 1, got {self.n}")
+        self.seed_list()
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.truncation <= 2:
@@ -30,21 +37,18 @@ class GenerateConfig:
 
 @dataclass
 class InterpolateConfig:
-    checkpoint: str | None = option(None, "checkpoint file or run directory (the shipped model when unset)")
-    seeds: str = option("0,1,2,3", "comma-separated seeds the walk passes through")
+    checkpoint: str | None = checkpoint_option()
+    seeds: str = option("0,1,2,3", f"the seeds the walk passes through: {SEEDS_HELP}")
     frames: int = option(60, "number of frames in the whole walk")
     fps: float = option(20.0, "frames per second of the animation")
-    truncation: float = option(1.0, "pull latents toward the mean face (1 = none)")
+    truncation: float = truncation_option()
     loop: bool = option(False, "return to the first seed at the end, for a seamless loop")
     out: str = option("walk.gif", "output animation: .gif or .mp4")
-    device: str = option("cpu", "cpu, cuda or cuda:N")
+    device: str = device_option()
     precision: str = precision_option()
 
     def seed_list(self) -> list[int]:
-        try:
-            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"--seeds must be comma-separated integers, got {self.seeds!r}") from None
+        seeds = parse_seeds(self.seeds)
         if len(seeds) < 2:
             raise ValueError("--seeds needs at least two seeds, e.g. --seeds 1,7,42")
         return seeds

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import option
+from ..config import checkpoint_option, option
 from ..files import write_atomically
 from .generator import FaceGenerator
 
@@ -31,7 +31,7 @@ INSTALL_HINT = 'pip install "facegan[export]"'
 
 @dataclass
 class ExportConfig:
-    checkpoint: str | None = option(None, "checkpoint file or run directory (the shipped model when unset)")
+    checkpoint: str | None = checkpoint_option()
     format: str = option("onnx", "file format", choices=FORMATS)
     out: str = option("", "the file to write, e.g. generator.onnx or generator.pt")
     output: str = option("float", "float: N x 3 x H x W in [0, 1]; uint8: N x H x W x 3 in 0..255", choices=OUTPUTS)

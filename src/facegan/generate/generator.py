@@ -15,6 +15,7 @@ from ..checkpoint import resolve_checkpoint
 from ..data.images import make_grid, to_uint8
 from ..models import ModelConfig, build_generator, latents_from_seeds
 from ..models.layout import to_channels_last
+from ..models.device import resolve_device
 from ..models.precision import autocast, resolve_precision
 from .display import Animation, Faces
 
@@ -54,8 +55,11 @@ class FaceGenerator:
         seeds = range(seed, seed + n)
         return Faces([Image.fromarray(face) for face in self.faces(seeds, truncation, batch_size)], seeds)
 
-    def grid(self, n: int = 16, seed: int = 0, truncation: float = 1.0, ncols: int | None = None) -> Image.Image:
-        return Image.fromarray(make_grid(self.faces(range(seed, seed + n), truncation), ncols=ncols))
+    def grid(self, n: int = 16, seed: int = 0, truncation: float = 1.0, ncols: int | None = None,
+             seeds: Sequence[int] | None = None) -> Image.Image:
+        """One image of the faces of seeds seed .. seed+n-1 (or of `seeds`), in rows of `ncols` (square when unset)."""
+        seeds = range(seed, seed + n) if seeds is None else seeds
+        return Image.fromarray(make_grid(self.faces(seeds, truncation), ncols=ncols))
 
     def interpolate(self, seeds: Sequence[int], frames: int = 60, truncation: float = 1.0, loop: bool = False,
                     batch_size: int = 64) -> Animation:
@@ -66,13 +70,13 @@ class FaceGenerator:
         return Animation(self.images_from_latents(latent_walk(keys, frames, loop), batch_size))
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32") -> FaceGenerator:
+def load_generator(path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32") -> FaceGenerator:
     """The EMA generator of a training checkpoint or run directory, or of an exported generator file.
 
     `precision` "bf16" computes under bfloat16 autocast (1.8x the faces per second at batch 256 on 2 cores with
     AVX-512 BF16; faces differ from fp32 by half a grey level on average), "auto" picks it where supported.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     precision = resolve_precision(precision, device)
     path = resolve_checkpoint(path)
     has_info = "info" in checkpoint.read_metadata(path, verify=False)  # header only; load() verifies the file once

@@ -13,16 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
-from ..config import option, precision_option
+from ..config import checkpoint_option, device_option, option, precision_option, truncation_option
 from ..data import DataError, PrepareConfig, PreparedDataset, prepare
 from ..data.sources import has_image_extension
+from ..models import SEEDS_HELP, parse_seeds
 from ..settings import SIZES, cache_root
 from .inception import InceptionFeatures
 from .registry import MetricContext, compute_metrics, metric_line, metric_names, parse_metrics
@@ -33,19 +34,21 @@ DEFAULT_METRICS = "fid,kid"
 @dataclass
 class EvalConfig:
     real: str = option("", "real photos: anything `prepare` accepts, or a prepared cache")
-    checkpoint: str | None = option(None, "checkpoint or run directory to evaluate (the shipped model when unset)")
+    checkpoint: str | None = checkpoint_option()
     fake: str | None = option(None, "evaluate this folder of images instead of a generator")
-    n: int = option(10_000, "number of generated faces (or at most this many from --fake)", flags=("-n", "--n"))
-    split: str = option("test", "split of the real photos", choices=("train", "val", "test", "all"))
+    n: int = option(10_000, "number of generated faces (or at most this many from --fake)", flags=("-n",))
+    split: str = option("auto", "split of the real photos; auto: test where the photos have a partition (CelebA's), "
+                                "else all of them", choices=("auto", "train", "val", "test", "all"))
     max_real: int | None = option(None, "use at most this many real photos (all of the split when unset)")
     seed: int = option(0, "first seed of the generated faces")
-    truncation: float = option(1.0, "truncation of the generated faces (FID is defined at 1)")
+    seeds: str | None = option(None, f"{SEEDS_HELP}; instead of --seed and -n")
+    truncation: float = truncation_option("truncation of the generated faces (FID is defined at 1)")
     kid_subsets: int = option(100, "KID: number of random subsets")
     kid_subset_size: int = option(1000, "KID: images per subset (capped at the smaller set)")
     batch_size: int | None = option(None, "images per Inception forward pass (8 on CPU, 64 on GPU when unset)")
     inception: str | None = option(None, "path to the FID Inception weights (else $FACEGAN_INCEPTION, cache, download)")
     out: str | None = option(None, "write the result JSON here (also appended to the run's metrics.jsonl)")
-    device: str = option("cpu", "cpu, cuda or cuda:N")
+    device: str = device_option()
     precision: str = precision_option()
     progress: bool = option(True, "show progress bars")
     metrics: str = option(DEFAULT_METRICS, f"comma-separated metrics to compute, of: {', '.join(metric_names())}")
@@ -62,6 +65,11 @@ class EvalConfig:
         if self.kid_subsets < 1 or self.kid_subset_size < 2:
             raise ValueError("--kid-subsets must be at least 1 and --kid-subset-size at least 2")
         parse_metrics(self.metrics)
+        self.seed_list()
+
+    def seed_list(self) -> list[int]:
+        """The seeds of the generated faces: --seeds when given, else --seed .. --seed + n - 1."""
+        return parse_seeds(self.seeds) if self.seeds else list(range(self.seed, self.seed + self.n))
 
     def metric_list(self) -> tuple[str, ...]:
         """The metrics to compute, in the order given (ValueError naming the choices for an unknown one)."""
@@ -80,17 +88,17 @@ class GeneratedFaces:
     @classmethod
     def from_seeds(cls, faces: Callable[[range, float, int], np.ndarray], config: EvalConfig, size: int,
                    run_dir: Path | None = None) -> GeneratedFaces:
-        """The faces of seeds ``config.seed`` .. ``config.seed + config.n - 1`` at ``config.truncation``.
+        """The faces of ``config.seed_list()`` at ``config.truncation``.
 
         `faces(seeds, truncation, batch_size)` returns their uint8 images (``FaceGenerator.faces``).
         """
-        end = config.seed + config.n
+        seeds = config.seed_list()
 
         def batches(batch_size: int) -> Iterator[np.ndarray]:
-            for start in range(config.seed, end, batch_size):
-                yield faces(range(start, min(start + batch_size, end)), config.truncation, batch_size)
+            for start in range(0, len(seeds), batch_size):
+                yield faces(seeds[start:start + batch_size], config.truncation, batch_size)
 
-        return cls(batches, config.n, size, run_dir)
+        return cls(batches, len(seeds), size, run_dir)
 
 
 def evaluate(config: EvalConfig, generated: GeneratedFaces | None = None) -> dict:
@@ -104,17 +112,26 @@ def evaluate(config: EvalConfig, generated: GeneratedFaces | None = None) -> dic
         raise ValueError("evaluate takes one source of fakes: the folder --fake or generated faces, not both")
     if not config.fake and generated is None:
         raise ValueError("nothing to evaluate: pass --fake (a folder of images) or generated faces")
+    files = image_files(config.fake, config.n) if config.fake else None
+    size, run_dir = (folder_image_size(files[0]), None) if files else (generated.size, generated.run_dir)
+    # Everything that can be refused is checked before the slow part (Inception features of the fakes).
+    dataset = prepare(PrepareConfig(data=config.real, size=size), progress=config.progress)
+    split = resolve_split(dataset, config.split)
     net = InceptionFeatures(config.inception, config.device, config.batch_size)
-    if config.fake:
-        files = image_files(config.fake, config.n)
+    if files:
         fake = net.extract(file_batches(files, net.batch_size), total=len(files), progress=config.progress)
-        size, run_dir = folder_image_size(files[0]), None
     else:
         fake = net.extract(generated.batches(net.batch_size), total=generated.count, progress=config.progress)
-        size, run_dir = generated.size, generated.run_dir
-    dataset = prepare(PrepareConfig(data=config.real, size=size), progress=config.progress)
-    real = real_features(dataset, config.split, config.max_real, net, config.progress)
-    return record(compare(real, fake, config), config, run_dir)
+    real = real_features(dataset, split, config.max_real, net, config.progress)
+    return record(compare(real, fake, config), replace(config, split=split), run_dir)
+
+
+def resolve_split(dataset: PreparedDataset, split: str) -> str:
+    """`auto` is the test split where the photos have one, else all of them; any split is checked to exist."""
+    if split == "auto":
+        split = "test" if "test" in dataset.split_counts() else "all"
+    dataset.split_indices(split)  # DataError naming the available splits
+    return split
 
 
 def result_line(result: dict) -> str:

@@ -38,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in Jupyter ("IProgress not found")
 
 from ..files import write_atomically
+from ..models.device import resolve_device
 from ..settings import cache_root, usable_cpus
 
 __all__ = [
@@ -341,7 +342,7 @@ class InceptionFeatures(torch.nn.Module):
                  device: str | torch.device = "cpu", batch_size: int | None = None,
                  num_threads: int | None = None, channels_last: bool | None = None) -> None:
         super().__init__()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if batch_size is None:
             batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else GPU_BATCH_SIZE
         if batch_size < 1:

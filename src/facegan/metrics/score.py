@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import checkpoint
 from ..checkpoint import CheckpointError, resolve_checkpoint
-from ..config import option
+from ..config import device_option, option
 from ..data import DataError, PrepareConfig
 from ..data.align import AlignOptions
 from ..data.decoders import AlignedEntryDecoder, AlignedPhoto, EntryDecoder
@@ -31,6 +31,7 @@ from ..data.images import to_model_input
 from ..data.sources import ImageReader, find_source
 from ..files import write_atomically
 from ..models import ModelConfig, build_discriminator
+from ..models.device import resolve_device
 
 THRESHOLD = 0.5
 MIN_SIDE = 1  # score any decodable image, however small
@@ -43,7 +44,7 @@ class ScoreConfig:
     align: bool | None = option(None, "find and align each face as `prepare --align` does; "
                                       "None: as the checkpoint's training run did")
     out: str | None = option(None, "also write every score and the summary here as JSON")
-    device: str = option("cpu", "cpu, cuda or cuda:N")
+    device: str = device_option()
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -133,7 +134,7 @@ class RealFakeScorer:
         return expit(self.logits(pixels))
 
 
-def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cpu") -> RealFakeScorer:
+def load_discriminator(path: str | os.PathLike, device: str | torch.device = "auto") -> RealFakeScorer:
     """The discriminator of a training checkpoint (or the newest one of a run directory)."""
     path = resolve_checkpoint(path)
     if "D" not in checkpoint.read_metadata(path, verify=False):  # header only; load() below verifies the file
@@ -141,7 +142,7 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
                               "scoring needs a training checkpoint or run directory")
     saved = checkpoint.load(path, sections=["model", "D", "progress", "config"])
     network, model = checkpoint.rebuild_network(path, saved, "D", build_discriminator, "discriminator")
-    device = torch.device(device)
+    device = resolve_device(device)
     return RealFakeScorer(network.to(device).eval().requires_grad_(False), model, path,
                           saved["progress"].get("step"), device, saved["config"])
 

@@ -1,6 +1,6 @@
 """Networks and losses, chosen by name from one registry. Importing this package registers them all."""
 from . import dcgan, mlp, resnet, seed  # noqa: F401  (registers the architectures)
-from .latent import MAX_SEED, latents_from_seeds
+from .latent import MAX_SEED, SEEDS_HELP, latents_from_seeds, parse_seeds
 from .registry import (
     ARCHITECTURES,
     Architecture,
@@ -24,5 +24,7 @@ __all__ = [
     "build_loss",
     "get_architecture",
     "latents_from_seeds",
+    "parse_seeds",
+    "SEEDS_HELP",
     "register",
 ]

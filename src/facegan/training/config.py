@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from ..config import option, precision_option
+from ..config import device_option, option, precision_option
 from ..data import PrepareConfig
 from ..models import ARCHITECTURES
 from ..models.augment import parse_policy
@@ -25,7 +25,7 @@ class TrainConfig:
     arch: str = option("dcgan", "architecture (`facegan archs` describes them)", choices=tuple(sorted(ARCHITECTURES)))
     z_dim: int | None = option(None, "latent size (architecture default when unset)")
     width: int | None = option(None, "base channel/unit count (architecture default when unset)")
-    batch: int | None = option(None, "batch size (architecture default when unset)")
+    batch: int | None = option(None, "batch size (architecture default when unset)", flags=("--batch", "--batch-size"))
     lr_g: float | None = option(None, "generator learning rate (architecture default when unset)")
     lr_d: float | None = option(None, "discriminator learning rate (architecture default when unset)")
     steps: int | None = option(None, "stop after this many steps in total")
@@ -39,7 +39,7 @@ class TrainConfig:
     augment: str = option("auto", "DiffAugment policy for the discriminator: auto (architecture default), none, "
                           "or a comma list of color, translation, cutout")
     precision: str = precision_option()
-    device: str = option("auto", "cpu, cuda, cuda:N, or auto")
+    device: str = device_option()
     sample_every: int = option(500, "write a sample grid every N steps")
     checkpoint_every: int = option(1000, "write a checkpoint every N steps")
     log_every: int = option(50, "log losses every N steps")

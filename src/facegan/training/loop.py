@@ -9,11 +9,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in Jupyter ("IProgress not found")
 
 from ..data import PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
+from ..models.device import resolve_device
 from ..models.precision import EmulatedBF16Error, autocast, emulation_reason, resolve_precision
 from . import distributed, guard, reporting
 from .config import TrainConfig
@@ -31,12 +32,6 @@ class TrainResult:
     images_seen: int
     train_seconds: float
     stopped_by: str
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_dataset(config: TrainConfig) -> PreparedDataset:
