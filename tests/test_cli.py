@@ -64,7 +64,7 @@ def test_prepare_train_generate_end_to_end(face_folder, tmp_path, capsys):
     assert grid.shape == (2 * 32 + 6, 2 * 32 + 6, 3) and grid.std() > 0
     assert main(["interpolate", "--checkpoint", str(run_dir), "--seeds", "1,2", "--frames", "4",
                  "--out", str(tmp_path / "walk.gif")]) == 0
-    assert (tmp_path / "walk.gif").stat().st_size > 0
+    assert Image.open(tmp_path / "walk.gif").n_frames == 4
 
 
 @pytest.mark.parametrize(
@@ -160,3 +160,22 @@ def test_version_and_help_texts(capsys):
         assert "(default: None)" not in help_text and "--n N" not in help_text
         if command == "prepare":
             assert "named after the source's fingerprint) --min-size" in help_text, "--out's own default, once"
+
+
+@pytest.mark.parametrize("fps", ["0.001", "0", "nan", "-3"])
+def test_interpolate_refuses_frame_rates_a_gif_cannot_hold(trained_run, tmp_path, capsys, fps):
+    walk = tmp_path / "walk.gif"
+    assert main(["interpolate", "--checkpoint", str(trained_run), "--frames", "2", "--fps", fps, "--out", str(walk)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fps must be at least 0.5" in err and len(err.splitlines()) == 1 and not walk.exists()
+
+
+def test_file_system_errors_name_the_path_without_errno_codes(trained_run, tmp_path, capsys):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert main(["generate", "--checkpoint", str(trained_run), "-n", "1", "--grid", str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == (f"facegan generate: error: --grid {folder}: is a folder; give the image's "
+                                               f"file name, e.g. {folder / 'faces.png'}")
+    assert main(["export", "--checkpoint", str(trained_run), "--format", "torchscript", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "[Errno" not in err and str(folder) in err and len(err.splitlines()) == 1

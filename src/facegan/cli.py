@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(error: Exception) -> str:
+    """The error as one line for people: "PATH: is a directory" rather than "[Errno 21] Is a directory: 'PATH'"."""
+    if isinstance(error, OSError) and error.strerror:
+        subject = error.filename if error.filename is not None else None
+        reason = error.strerror[0].lower() + error.strerror[1:]
+        return f"{subject}: {reason}" if subject is not None else reason
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = api.COMMANDS[args.command]
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in command.report(result):
             print(line)
     except api.USER_ERRORS as error:
-        print(f"facegan {args.command}: error: {error}", file=sys.stderr)
+        print(f"facegan {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Writing files so that a crash at any instant leaves the old file or the complete new one."""
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from pathlib import Path
@@ -13,6 +14,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
     With `durable`, the data and the rename are fsynced, so they survive a power cut too.
     """
     path = Path(path)
+    if path.is_dir():  # else the error would name the temporary file that cannot replace it
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:

@@ -1,5 +1,6 @@
 """`facegan eval` plumbing, with a tiny TorchScript stand-in for the Inception network."""
 import json
+import os
 import warnings
 
 import numpy as np
@@ -220,3 +221,22 @@ def test_bad_real_photos_or_split_are_refused_before_any_inception_work(face_fol
         evaluate_module.evaluate(folder_config(face_folder, fake_folder, no_network, split="test"))
     with pytest.raises(DataError, match="not found"):
         evaluate_module.evaluate(folder_config(tmp_path / "missing", fake_folder, no_network))
+
+
+def test_the_real_feature_cache_follows_the_inception_file(face_folder, fake_folder, tiny_inception, tmp_path,
+                                                            monkeypatch):
+    network = tmp_path / "inception-copy.pt"
+    network.write_bytes(tiny_inception.read_bytes())
+    config = folder_config(face_folder, fake_folder, network)
+    evaluate_module.evaluate(config)
+    extracted = []
+    original = evaluate_module.InceptionFeatures.extract
+    monkeypatch.setattr(evaluate_module.InceptionFeatures, "extract",
+                        lambda self, batches, total=None, progress=True: extracted.append(total) or
+                        original(self, batches, total, progress))
+    evaluate_module.evaluate(config)
+    assert extracted == [6], "same file: the real features come from the cache"
+    network.write_bytes(tiny_inception.read_bytes())  # rewritten in place, as a new download would be
+    os.utime(network, ns=(network.stat().st_atime_ns, network.stat().st_mtime_ns + 10**9))
+    evaluate_module.evaluate(config)
+    assert extracted == [6, 6, 24], "a rewritten network file recomputes the real features"

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import checkpoint_option, device_option, option, precision_option, truncation_option
 from ..models import SEEDS_HELP, parse_seeds
+from .interpolate import MIN_FPS
+
+GRID_FORMATS = (".png", ".jpg", ".jpeg", ".webp")
 
 
 @dataclass
@@ -33,6 +37,16 @@ class GenerateConfig:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.truncation <= 2:
             raise ValueError(f"--truncation must be within 0..2, got {self.truncation}")
+        if self.grid:
+            check_image_path(Path(self.grid), "--grid")
+
+
+def check_image_path(path: Path, option: str) -> None:
+    """An image file to write: not a folder, and a name whose extension says the format."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give the image's file name, e.g. {path / 'faces.png'}")
+    if path.suffix.lower() not in GRID_FORMATS:
+        raise ValueError(f"{option} {path}: the file name must end in {', '.join(GRID_FORMATS)}")
 
 
 @dataclass
@@ -57,7 +71,7 @@ class InterpolateConfig:
         self.seed_list()
         if self.frames < 2:
             raise ValueError(f"--frames must be at least 2, got {self.frames}")
-        if self.fps <= 0:
-            raise ValueError("--fps must be positive")
+        if not self.fps >= MIN_FPS:  # also refuses nan
+            raise ValueError(f"--fps must be at least {MIN_FPS:g} frames per second, got {self.fps}")
         if not 0 <= self.truncation <= 2:
             raise ValueError(f"--truncation must be within 0..2, got {self.truncation}")

@@ -32,6 +32,12 @@ def latent_walk(keys: torch.Tensor, frames: int, loop: bool = False) -> torch.Te
     return torch.stack([slerp(keys[i], keys[i + 1], t[j : j + 1])[0] for j, i in enumerate(index.tolist())])
 
 
+# A GIF frame lasts a whole number of 1/100 s, at most 655.35 s, and Pillow merges equal frames into one
+# duration: below 0.5 fps that overflows. Above 50 fps browsers slow a GIF down (the page's limit).
+MIN_FPS = 0.5
+MAX_FPS = 50.0
+
+
 def gif_bytes(frames: np.ndarray, fps: float = 20) -> bytes:
     """T x H x W x 3 uint8 frames as the bytes of a looping animated GIF."""
     import imageio.v3 as iio

@@ -160,7 +160,9 @@ def real_features(dataset: PreparedDataset, split: str, limit: int | None, net: 
     indices = dataset.split_indices(split)
     if limit is not None:
         indices = indices[:limit]
-    key = json.dumps([dataset.content_hash, dataset.size, split, len(indices), net.path.name, net.path.stat().st_size])
+    network = net.path.stat()  # another Inception file, or the same path rewritten, must not reuse old features
+    key = json.dumps([dataset.content_hash, dataset.size, split, len(indices), str(net.path.resolve()), network.st_size,
+                      network.st_mtime_ns])
     path = cache_root() / "stats" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
     if path.exists():
         with np.load(path) as saved:
