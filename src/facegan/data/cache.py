@@ -64,5 +64,38 @@ def check_output_dir(out: Path) -> None:
         )
 
 
+def remove_abandoned_partials(out: Path) -> list[Path]:
+    """Delete the temporary files a killed prepare left in ``out`` (their process is gone); returns them.
+
+    Their names carry the writer's process id (``.images.npy.PID.partial``, ``.manifest.json.PID.….partial``),
+    so a prepare still running on the same folder keeps its own.
+    """
+    if not out.is_dir():
+        return []
+    removed = []
+    for path in out.iterdir():
+        if _is_leftover(path.name) and not _process_alive(_writer_pid(path.name)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _writer_pid(name: str) -> int | None:
+    parts = name.split(".")  # "", "images", "npy", PID, ...
+    return int(parts[3]) if len(parts) > 4 and parts[3].isdigit() else None
+
+
+def _process_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _is_leftover(name: str) -> bool:
     return name.startswith((f".{IMAGES_NAME}.", f".{MANIFEST_NAME}.")) and name.endswith(".partial")

@@ -29,7 +29,14 @@ from facegan.data.align import (
     AlignOptions,
     backend_available,
 )
-from facegan.data.cache import check_output_dir, default_output_dir, partial_images_path, reusable, source_fingerprint
+from facegan.data.cache import (
+    check_output_dir,
+    default_output_dir,
+    partial_images_path,
+    remove_abandoned_partials,
+    reusable,
+    source_fingerprint,
+)
 from facegan.data.dataset import IMAGES_NAME, MANIFEST_NAME, PreparedDataset, is_prepared_dir, open_prepared
 from facegan.data.decoders import AlignedPhoto, entry_decoder
 from facegan.data.growable_array import GrowableArray
@@ -119,6 +126,8 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedDataset:
     fingerprint = source_fingerprint(source, config.size, config.min_size, config.align_key())
     template = config.template if config.align else None
     out = Path(config.out).expanduser().absolute() if config.out else default_output_dir(fingerprint, config.size, template)
+    for leftover in remove_abandoned_partials(out):
+        _say(f"removed {leftover.name}, left in {out} by an interrupted prepare")
     earlier = reusable(out, fingerprint, config.size, config.min_size)
     if earlier is not None:
         _say(f"reusing prepared cache {out} ({earlier.manifest['summary']})")
