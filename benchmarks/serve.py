@@ -4,7 +4,12 @@
 
 Starts `facegan serve` in its own process on a free loopback port, then measures
   * p50/p95 latency of one face (/api/face.png) and of a 4x4 grid (/api/grid.png), one request at a time;
-  * throughput of --requests face requests with --concurrency in flight at once (httpx, asyncio).
+  * throughput of --requests face requests with --concurrency in flight at once (httpx, asyncio);
+  * the server's memory (RSS, Linux only) idle, then after --memory-requests mixed requests (a face, a
+    grid of 64, a 120-frame morph, in turn) sent --concurrency at a time, and its peak:
+
+    python benchmarks/serve.py --memory-only     # just the memory figures, in about half a minute
+
 Every request asks for a different seed, so nothing can be cached. Results go to --out as JSON.
 """
 from __future__ import annotations
@@ -32,7 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=100, help="sequential requests per latency figure")
     parser.add_argument("--requests", type=int, default=500, help="requests in the load test")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once in the load test")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve.json"))
+    parser.add_argument("--memory-requests", type=int, default=40, help="mixed requests before measuring memory")
+    parser.add_argument("--memory-only", action="store_true", help="measure memory only (no latency or load test)")
+    parser.add_argument("--out", default=None, help="JSON results (default: results/serve.json, "
+                                                    "results/serve-memory.json with --memory-only)")
     return parser.parse_args(argv)
 
 
@@ -84,11 +92,60 @@ async def load_test(base_url: str, requests: int, concurrency: int) -> dict:
             "requests_per_s": round(requests / wall, 1), "latency": percentiles(seconds)}
 
 
+def memory_mib(pid: int) -> dict:
+    """Resident memory of process `pid` now and at its peak, in MiB (from /proc: Linux only)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    mib = {key: round(int(fields[key].split()[0]) / 1024, 1) for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
+    return {"rss_mib": mib["VmRSS"], "peak_rss_mib": mib["VmHWM"], "anon_mib": mib["RssAnon"],
+            "file_mib": mib["RssFile"], "threads": int(fields["Threads"])}
+
+
+MIXED = [("/api/face.png", {}), ("/api/grid.png", {"n": 64}), ("/api/morph.gif", {"frames": 120})]
+
+
+async def mixed_requests(base_url: str, requests: int, concurrency: int) -> None:
+    """`requests` requests cycling through MIXED (a face, a grid of 64, a 120-frame morph), `concurrency` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        path, params = MIXED[i % len(MIXED)]
+        seeds = {"start": 70_000 + i, "end": 80_000 + i} if "morph" in path else {"seed": 70_000 + i * 64}
+        async with gate:
+            (await client.get(path, params={**params, **seeds})).raise_for_status()
+
+    async with httpx.AsyncClient(base_url=base_url, limits=httpx.Limits(max_connections=concurrency),
+                                 timeout=600) as client:
+        await asyncio.gather(*(one(client, i) for i in range(requests)))
+
+
+def memory_figures(url: str, pid: int, requests: int, concurrency: int) -> dict | None:
+    if not Path(f"/proc/{pid}/status").exists():
+        return None  # not Linux
+    time.sleep(1)  # let the server settle after printing its address
+    idle = memory_mib(pid)
+    asyncio.run(mixed_requests(url, requests, concurrency))
+    return {"requests": requests, "concurrency": concurrency, "mix": "face, grid n=64, morph frames=120",
+            "idle": idle, "after": memory_mib(pid)}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     load_average = os.getloadavg()  # other work on the machine slows every figure; say how much there was
     process, url = start_server(args)
+    if args.memory_only:
+        try:
+            memory = memory_figures(url, process.pid, args.memory_requests, args.concurrency)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "checkpoint": args.checkpoint or "shipped default model", "device": args.device,
+                  "cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_average],
+                  "memory": memory}
+        write_result(result, args.out or str(Path(__file__).parent / "results" / "serve-memory.json"))
+        return
     try:
+        memory = memory_figures(url, process.pid, args.memory_requests, args.concurrency)
         with httpx.Client(base_url=url, timeout=120) as client:
             info = client.get("/api/info").json()
             for _ in range(5):  # warm-up: first calls pay for lazy initialisation
@@ -110,10 +167,15 @@ def main(argv=None) -> None:
         f"face_{info['size']}px": face,
         "grid_4x4": grid,
         "load": load,
+        "memory": memory,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.out or str(Path(__file__).parent / "results" / "serve.json"))
+
+
+def write_result(result: dict, out: str) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -3,6 +3,7 @@ import asyncio
 import dataclasses
 import io
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -107,6 +108,12 @@ def test_model_card_shows_the_facts_the_generator_carries(generator):
         ("/api/morph.gif?start=-5", "start"),
         (f"/api/morph.gif?end={2**40}", "end"),
         ("/api/morph.gif?loop=maybe", "loop"),
+        ("/api/face.png?scale=3", "scale"),
+        ("/api/face.png?scale=0", "scale"),
+        ("/api/face.png?scale=8", "scale"),
+        ("/api/face.png?scale=abc", "scale"),
+        ("/api/grid.png?scale=1.5", "scale"),
+        ("/api/morph.gif?scale=-2", "scale"),
     ],
 )
 def test_bad_values_get_422_with_a_readable_message(client, url, parameter):
@@ -126,6 +133,10 @@ def test_openapi_schema_documents_every_route(client):
     assert "image/png" in face["responses"]["200"]["content"]
     grid = schema["paths"]["/api/grid.png"]["get"]
     assert next(p for p in grid["parameters"] if p["name"] == "n")["schema"]["maximum"] == 64
+    for path in ("/api/face.png", "/api/grid.png", "/api/morph.gif"):
+        scale = next(p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "scale")
+        assert scale["schema"]["default"] == 1 and "nearest" in scale["description"]
+    assert schema["components"]["schemas"]["Scale"]["enum"] == [1, 2, 4]
 
 
 def test_page_is_one_self_contained_file(client):
@@ -133,7 +144,8 @@ def test_page_is_one_self_contained_file(client):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
     for element in ('id="new-face"', 'id="seed"', 'id="truncation"', 'id="grid"', 'id="play-morph"',
-                    'id="download-face"', 'id="model-card"'):
+                    'id="download-face"', 'id="download-face-2x"', 'id="download-face-4x"', 'id="download-grid-4x"',
+                    'id="download-morph-2x"', '<table id="model-card"', "image-rendering: pixelated"):
         assert element in page
     assert "http://" not in page and "https://" not in page and "@import" not in page
     links = re.findall(r"""(?:src|href)=["']([^"']*)""", page)
@@ -152,3 +164,59 @@ def test_concurrent_requests_give_the_same_images_as_one_at_a_time(client, gener
         return [r.content for r in responses]
 
     assert asyncio.run(all_at_once()) == one_at_a_time
+
+
+def nearest_neighbour(pixels: np.ndarray, scale: int) -> np.ndarray:
+    return pixels.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_scale_enlarges_the_face_and_grid_with_sharp_pixels(client, generator, scale):
+    face = client.get("/api/face.png", params={"seed": 7, "truncation": 0.9, "scale": scale})
+    assert face.status_code == 200 and face.headers["content-type"] == "image/png"
+    assert np.array_equal(decode(face.content), nearest_neighbour(generator.faces([7], 0.9)[0], scale))
+    assert client.get("/api/face.png", params={"seed": 7, "truncation": 0.9, "scale": scale}).content == face.content
+    one = decode(client.get("/api/grid.png", params={"seed": 5, "n": 6}).content)
+    grid = client.get("/api/grid.png", params={"seed": 5, "n": 6, "scale": scale})
+    assert np.array_equal(decode(grid.content), nearest_neighbour(one, scale))
+
+
+def test_scale_one_is_the_default_and_gives_the_same_bytes(client):
+    assert client.get("/api/face.png?seed=11&scale=1").content == client.get("/api/face.png?seed=11").content
+
+
+def test_scale_enlarges_every_frame_of_the_morph(client):
+    params = {"start": 2, "end": 5, "frames": 4, "loop": False, "fps": 10}
+    plain = Image.open(io.BytesIO(client.get("/api/morph.gif", params=params).content))
+    big = Image.open(io.BytesIO(client.get("/api/morph.gif", params={**params, "scale": 4}).content))
+    assert big.n_frames == plain.n_frames == 4
+    assert big.size == (plain.size[0] * 4, plain.size[1] * 4) and big.info["duration"] == 100
+
+
+def test_generation_runs_on_one_thread_however_many_requests_are_in_flight(generator):
+    """The memory fix: one render thread, not a pool, so one OpenMP team and one malloc arena hold buffers."""
+    threads = set()
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(generator, name)
+
+        def faces(self, *args, **kwargs):
+            threads.add(threading.get_ident())
+            return generator.faces(*args, **kwargs)
+
+        def grid(self, *args, **kwargs):
+            threads.add(threading.get_ident())
+            return generator.grid(*args, **kwargs)
+
+    app = create_app(Recording())
+
+    async def all_at_once():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://facegan") as concurrent:
+            urls = [f"/api/face.png?seed={seed}" for seed in range(12)] + \
+                   [f"/api/grid.png?n=4&seed={seed}" for seed in range(4)]
+            return await asyncio.gather(*(concurrent.get(url) for url in urls))
+
+    assert all(response.status_code == 200 for response in asyncio.run(all_at_once()))
+    assert len(threads) == 1 and threading.get_ident() not in threads

@@ -1,5 +1,6 @@
 """End to end: `facegan serve` in its own process, driven by Debian's Chromium through Playwright."""
 import io
+import json
 import re
 import selectors
 import subprocess
@@ -68,16 +69,21 @@ def browser():
 
 
 @pytest.fixture
-def page(server, browser):
+def context(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 960}, accept_downloads=True)
+    context.set_default_timeout(90_000)  # generous: CI machines may be busy
     try:
-        page = context.new_page()
-        page.set_default_timeout(90_000)  # generous: CI machines may be busy
-        page.goto(server)
-        page.wait_for_selector("#face[data-shown]")
-        yield page
+        yield context
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(server, context):
+    page = context.new_page()
+    page.goto(server)
+    page.wait_for_selector("#face[data-shown]")
+    return page
 
 
 def displayed_pixels(page) -> np.ndarray:
@@ -118,3 +124,76 @@ def test_a_bad_seed_is_explained_on_the_page(page):
     page.fill("#seed", "99999999999")
     page.press("#seed", "Enter")
     assert "0 to 4294967295" in page.text_content("#face-status")
+
+
+def shown_size(page, selector: str) -> dict:
+    return page.locator(selector).evaluate("""image => {
+        const box = image.getBoundingClientRect();
+        return {natural: [image.naturalWidth, image.naturalHeight], shown: [box.width, box.height],
+                rendering: getComputedStyle(image).imageRendering};
+    }""")
+
+
+def test_pictures_are_enlarged_a_whole_number_of_times_with_sharp_pixels(page):
+    page.wait_for_selector("#grid[data-shown]")
+    page.wait_for_selector("#morph[data-shown]")
+    for selector in ("#face", "#grid", "#morph"):
+        size = shown_size(page, selector)
+        (width, height), (shown_width, shown_height) = size["natural"], size["shown"]
+        factor = shown_width / width
+        assert size["rendering"] == "pixelated", selector
+        assert factor == int(factor) and shown_height == height * factor, (selector, size)
+        if selector == "#face":
+            assert factor >= 2 and shown_width <= 256  # a 32 px test model: 8 x, at most 256 CSS pixels
+    face = shown_size(page, "#face")
+    factor = face["shown"][0] // face["natural"][0]
+    assert f"{face['natural'][0]} px, shown {factor:.0f}× with sharp pixels" in page.text_content("#face-size")
+    actual = page.locator("#face-actual").evaluate("image => [image.clientWidth, image.clientHeight]")
+    assert actual == face["natural"]  # and once at its real size
+
+
+def test_2x_and_4x_downloads_are_the_face_enlarged_by_the_server(server, page):
+    page.fill("#seed", "4242")
+    page.press("#seed", "Enter")
+    page.wait_for_selector('#face[data-shown^="seed=4242&"]')
+    one = np.asarray(Image.open(io.BytesIO(httpx.get(f"{server}api/face.png", params={"seed": 4242}).content)))
+    size = one.shape[0]
+    for scale in (2, 4):
+        link = f"#download-face-{scale}x"
+        assert page.text_content(link) == f"{scale}× · {size * scale} px"
+        with page.expect_download() as download:
+            page.click(link)
+        assert download.value.suggested_filename == f"face-seed4242-t1-{scale}x.png"
+        png = Path(download.value.path()).read_bytes()
+        assert png == httpx.get(f"{server}api/face.png", params={"seed": 4242, "truncation": 1, "scale": scale}).content
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), one.repeat(scale, 0).repeat(scale, 1))
+    assert page.text_content("#download-face") == f"1× · {size} px"
+    assert "scale=4" in page.get_attribute("#download-grid-4x", "href")
+    assert "scale=2" in page.get_attribute("#download-morph-2x", "href")
+
+
+def test_the_model_card_is_a_table_with_readable_labels(server, context):
+    info = httpx.get(f"{server}api/info").json()
+    info["card"] |= {"fid": 40.255870787115896, "kid_mean": 0.026813195771959883, "kid_std": 0.0008855140262868711,
+                     "kid_mean_x1000": 26.813195771959883, "n_fake": 10000, "last_seed": 9999, "hours": 1.26,
+                     "lpips_score_x1000": 12.5, "notes": "a fact the page has no label for"}
+    page = context.new_page()
+    page.route("**/api/info", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                          body=json.dumps(info)))
+    page.goto(server)
+    page.wait_for_selector("#model-card tr[data-key]")
+    rows = page.locator("#model-card tr[data-key]").evaluate_all(
+        "rows => rows.map(row => [row.dataset.key, row.querySelector('th[scope=row]').textContent, "
+        "row.querySelector('td').textContent])")
+    table = {key: (label, value) for key, label, value in rows}
+    assert page.locator("table#model-card th[scope=rowgroup]").all_text_contents()[:1] == ["Model"]
+    assert table["fid"] == ("FID", "40.26")
+    assert table["kid_mean"] == ("KID", "0.0268 ± 0.0009")
+    assert table["n_fake"] == ("Generated faces", "10,000 (seeds 0 – 9,999)")
+    assert table["hours"] == ("Training time", "1 h 16 min")
+    assert table["size"] == ("Resolution", f"{info['size']} × {info['size']} px")
+    assert table["arch"][0] == "Architecture" and table["arch"][1].startswith("dcgan")
+    assert table["lpips_score_x1000"] == ("LPIPS score (× 1,000)", "12.5")  # an unknown key, still shown
+    assert table["notes"] == ("Notes", "a fact the page has no label for")
+    assert not {"kid_std", "kid_mean_x1000", "last_seed", "summary"} & set(table)  # folded into other rows
+    assert all("_" not in label for label, _ in table.values())

@@ -14,9 +14,10 @@ __all__ = ["ServeConfig", "create_app", "run_server", "serve"]
 
 def serve(config: ServeConfig) -> None:
     """Serve the face page and its API for `config.checkpoint` (the shipped model when unset) until Ctrl-C."""
-    from .server import run_server
+    from .server import limit_malloc_arenas, run_server
 
     config.validate()
+    limit_malloc_arenas()  # before loading: torch's threads pick their malloc arenas when they first allocate
     run_server(api.load(config.checkpoint, config.device, config.precision), config)
 
 

@@ -1,7 +1,9 @@
 """Running the app on uvicorn: bind the address, say where the page is, serve until Ctrl-C."""
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import socket
 import sys
 
@@ -12,6 +14,24 @@ from .app import create_app
 from .config import ServeConfig
 
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process (as MALLOC_ARENA_MAX would); False where malloc is not glibc's.
+
+    glibc gives threads up to 8 arenas per core, and each keeps freed memory for itself; torch's OpenMP threads
+    would each hold some. With two, the render thread's malloc_trim after each request reaches nearly all of it.
+    Must run before those threads first allocate. A MALLOC_ARENA_MAX in the environment wins.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
 
 
 def is_loopback(host: str) -> bool:
@@ -52,6 +72,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run_server(generator: FaceGenerator, config: ServeConfig) -> None:
     """Serve the page for `generator` at config.host:config.port until interrupted (blocks)."""
     config.validate()
+    limit_malloc_arenas()
     app = create_app(generator)
     with bind_socket(config.host, config.port) as sock:
         port = sock.getsockname()[1]

@@ -1,0 +1,65 @@
+"""`facegan serve`'s memory stays flat: its threads do not multiply with the requests in flight.
+
+Every thread that runs torch gets an OpenMP team and glibc malloc arenas of its own, which keep the freed
+buffers of the largest request it served. The server once ran generation on Starlette's pool of up to 40
+threads: 40 mixed requests sent at once took it from 278 MiB to 825 MiB (84 threads). It now runs them on
+one thread (figures: `python benchmarks/serve.py --memory-only --concurrency 40`).
+"""
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx", reason="needs httpx (pip install -e '.[test]')")
+if not Path("/proc/self/status").exists():
+    pytest.skip("reads /proc (Linux)", allow_module_level=True)
+
+from facegan.serve.server import limit_malloc_arenas  # noqa: E402
+
+
+def status(pid: int) -> dict:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {"threads": int(fields["Threads"]), "rss_mib": int(fields["VmRSS"].split()[0]) / 1024}
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    command = [sys.executable, "-m", "facegan", "serve", "--checkpoint", str(trained_run), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if match := re.search(r"http://\S+", line):
+                yield process.pid, match.group(0)
+                break
+        else:
+            pytest.fail("facegan serve printed no address")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_requests_in_flight_do_not_add_threads_or_keep_memory(server):
+    pid, url = server
+    urls = ["/api/face.png?seed={i}", "/api/grid.png?n=64&seed={i}", "/api/morph.gif?frames=120&start={i}&scale=2"]
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for path in urls:  # one of each first: the render thread, its OpenMP team and the codecs start here
+            client.get(path.format(i=0)).raise_for_status()
+    warm = status(pid)
+
+    async def all_at_once():
+        async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+            responses = await asyncio.gather(*(client.get(urls[i % 3].format(i=i)) for i in range(24)))
+        assert all(response.status_code == 200 for response in responses)
+
+    asyncio.run(all_at_once())
+    after = status(pid)
+    assert after["threads"] <= warm["threads"], (warm, after)  # a pool of worker threads would add up to 24
+    assert after["rss_mib"] < warm["rss_mib"] + 64, (warm, after)
+
+
+def test_malloc_arenas_are_left_alone_when_the_environment_sets_them(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
