@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite: tiny synthetic face-like photos and a tiny trained run."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,23 @@ CELEBA = SHARED / "datasets" / "celeba"
 
 TINY_TRAIN = dict(arch="dcgan", size=32, width=8, batch=8, sample_every=2, checkpoint_every=2,
                   log_every=1, workers=1, progress=False, min_size=16)
+
+
+def wait_for_log_lines(process, log: Path, lines: int, timeout: float = 300) -> None:
+    """Block until the training `process` has logged `lines` steps; fail (with its stderr) if it exits first.
+
+    The timeout only bounds a hang: the wait ends on the event, not on the clock.
+    """
+    from facegan.training.reporting import read_log
+
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and len(read_log(log)) >= lines):
+        if process.poll() is not None:
+            pytest.fail(f"training exited ({process.returncode}) before logging {lines} steps:\n{process.communicate()[1]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"training logged fewer than {lines} steps in {timeout:.0f} s:\n{process.communicate()[1]}")
+        time.sleep(0.1)
 
 
 def require_shared() -> Path:

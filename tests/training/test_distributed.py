@@ -5,7 +5,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,8 @@ from facegan.training.loop import real_batch, train_step
 from facegan.training.reporting import read_log
 from facegan.runs import checkpoint_path, list_checkpoints
 from facegan.training.state import create_state, model_config
+
+from ..conftest import wait_for_log_lines
 
 WORLD = 2
 CPU = torch.device("cpu")
@@ -211,9 +212,7 @@ def test_nproc_stops_every_rank_after_one_checkpoint_on_sigterm(tmp_path, data):
             "--min-size", "16", "--device", "cpu"]
     process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = run_dir / "log.jsonl"
-    deadline = time.monotonic() + 180
-    while process.poll() is None and time.monotonic() < deadline and not (log.exists() and len(read_log(log)) >= 2):
-        time.sleep(0.2)
+    wait_for_log_lines(process, log, 2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr

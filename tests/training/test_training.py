@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from facegan.training.reporting import read_log
 from facegan.runs import list_checkpoints
 from facegan.training.state import load_latest
 
-from ..conftest import TINY_TRAIN
+from ..conftest import TINY_TRAIN, wait_for_log_lines
 
 
 def tensors_of(path: Path) -> dict[str, torch.Tensor]:
@@ -127,9 +126,7 @@ def test_sigterm_saves_a_loadable_checkpoint(tmp_path, face_folder):
             args += [f"--{key.replace('_', '-')}", str(value)]
     process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ})
     log = run_dir / "log.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (log.exists() and len(read_log(log)) >= 3):
-        time.sleep(0.2)
+    wait_for_log_lines(process, log, 3)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
