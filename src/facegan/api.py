@@ -31,6 +31,7 @@ from .runs import run_dir_of
 from .training import TrainConfig, TrainResult
 from .training import train as _train
 from .training.distributed import launch
+from .training.loop import check_before_launch
 
 def _installed_version() -> str:
     try:
@@ -93,28 +94,34 @@ def align(image, size: int = 64, **options) -> list[AlignedFace]:
 
 
 def train(data: str | os.PathLike | None = None, *, resume: str | os.PathLike | None = None,
-          config: TrainConfig | None = None, **options) -> TrainResult:
+          config: TrainConfig | None = None, overwrite: bool = False, allow_changed_data: bool = False,
+          **options) -> TrainResult:
     """Train on `data` with `options` as in TrainConfig (or a whole `config`), or continue the run at `resume`.
 
-    When resuming, only the budgets (steps, kimg, minutes) and `progress` of `config`/`options` are used.
+    A new run goes to `out` (a new or empty folder; `overwrite` moves a run already there aside first) or, without
+    it, to a new numbered folder in runs/. When resuming, only the budgets (steps, kimg, minutes), `data` (where the
+    photos are now), `device`, `workers` and `progress` may be given; the data must be unchanged unless
+    `allow_changed_data`.
     """
     if config is None and (data is not None or options):
         config = TrainConfig.create(str(data or ""), **options)
     if resume is not None:
-        return _train(config, resume=resume)
+        return _train(config, resume=resume, overwrite=overwrite, allow_changed_data=allow_changed_data)
     if config is None:
         raise ValueError("train needs data (a folder of face photos) or resume (a run directory)")
-    return _train(config)
+    return _train(config, overwrite=overwrite)
 
 
-def train_on_processes(nproc: int, config: TrainConfig, resume: str | os.PathLike | None = None) -> TrainResult | None:
+def train_on_processes(nproc: int, config: TrainConfig, resume: str | os.PathLike | None = None,
+                       overwrite: bool = False, allow_changed_data: bool = False) -> TrainResult | None:
     """Train as `train` does, in `nproc` DistributedDataParallel processes on this machine (torchrun's launcher).
 
     Returns rank 0's result; None when a signal stopped the run (each rank saved a checkpoint first).
     """
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
-    return launch(nproc, _train, config, resume)
+    config = check_before_launch(config, resume, overwrite)  # one line, before any process starts
+    return launch(nproc, _train, config, resume, overwrite, allow_changed_data)
 
 
 def generate(config: GenerateConfig) -> list[Path]:
@@ -188,15 +195,21 @@ class TrainCommand:
 
     config: TrainConfig = field(default_factory=TrainConfig, metadata={"nested": True})
     resume: str | None = option(None, "continue the run in this folder exactly where its last checkpoint left off; "
-                                      "only budgets may change")
+                                      "only --steps, --kimg, --minutes, --data, --device, --workers may be given")
+    overwrite: bool = option(False, "a new run into an --out that holds a run: move that run aside to "
+                                    "OUT.replaced-DATE-TIME first (nothing is deleted)")
+    allow_changed_data: bool = option(False, "--resume on prepared data that changed since the checkpoint "
+                                             "(photos added or removed): no longer an exact continuation")
     nproc: int = option(1, "train in N DistributedDataParallel processes on this machine (one per GPU); "
                            "--batch is then the global batch", flags=("--nproc", "--gpus"))
 
 
 def run_train_command(command: TrainCommand) -> TrainResult | None:
     if command.nproc != 1:
-        return train_on_processes(command.nproc, command.config, command.resume)
-    return train(config=command.config, resume=command.resume)
+        return train_on_processes(command.nproc, command.config, command.resume, command.overwrite,
+                                  command.allow_changed_data)
+    return train(config=command.config, resume=command.resume, overwrite=command.overwrite,
+                 allow_changed_data=command.allow_changed_data)
 
 
 @dataclass(frozen=True)

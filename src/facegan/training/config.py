@@ -1,6 +1,7 @@
 """The typed configuration of `facegan train`, stored inside every checkpoint."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ..config import device_option, option, precision_option
@@ -9,6 +10,8 @@ from ..models import ARCHITECTURES
 from ..models.augment import parse_policy
 
 DEFAULT_KIMG = 2000.0
+# What `--resume` takes from the command line; every other option is the run's own and cannot change.
+RESUME_OPTIONS = ("steps", "kimg", "minutes", "data", "device", "workers", "progress")
 LEGACY_AMP = {"off": "fp32", "bf16": "bf16"}  # checkpoints written before --precision replaced --amp
 
 
@@ -21,7 +24,8 @@ class TrainConfig:
     # How raw photos become the training images (`facegan prepare`'s options, but not its --out: training
     # always uses the cache).
     prepare: PrepareConfig = field(default_factory=_no_photos, metadata={"nested": True, "skip": ("out",)})
-    out: str = option("runs/facegan", "run directory for checkpoints, samples, logs")
+    out: str | None = option(None, "run folder for checkpoints, samples, logs: a new or empty one (default: a new "
+                                   "numbered folder runs/NNNNN-ARCH-SIZEpx)")
     arch: str = option("dcgan", "architecture (`facegan archs` describes them)", choices=tuple(sorted(ARCHITECTURES)))
     z_dim: int | None = option(None, "latent size (architecture default when unset)")
     width: int | None = option(None, "base channel/unit count (architecture default when unset)")
@@ -66,15 +70,17 @@ class TrainConfig:
         positive = {"batch": self.batch, "steps": self.steps, "kimg": self.kimg, "minutes": self.minutes,
                     "z_dim": self.z_dim, "width": self.width, "lr_g": self.lr_g, "lr_d": self.lr_d}
         for name, value in positive.items():
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            if value is not None and not (math.isfinite(value) and value > 0):  # nan fails every comparison
+                raise ValueError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
         for name in ("sample_every", "checkpoint_every", "log_every", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.augment != "auto":
             parse_policy(self.augment)
-        if self.ema_kimg <= 0 or self.ema_rampup < 0:
-            raise ValueError("--ema-kimg must be positive and --ema-rampup not negative")
+        if not (math.isfinite(self.ema_kimg) and self.ema_kimg > 0):
+            raise ValueError(f"--ema-kimg must be positive and finite, got {self.ema_kimg}")
+        if not (math.isfinite(self.ema_rampup) and self.ema_rampup >= 0):
+            raise ValueError(f"--ema-rampup must be finite and not negative, got {self.ema_rampup}")
 
     def budget_kimg(self) -> float | None:
         """The kimg budget in force: the default only when no budget at all was given."""
@@ -84,6 +90,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def flat(self) -> dict:
+        """Every option by its flat name (`size`, `min_size`, ... beside `arch`), as the command line has them."""
+        values = {name: getattr(self.prepare, name) for name in _prepare_options()}
+        return {**values, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "prepare"}}
+
+    def given_options(self) -> dict:
+        """The options whose values differ from the defaults: those a user gave (a default given again is not seen)."""
+        defaults = TrainConfig().flat()
+        return {name: value for name, value in self.flat().items() if value != defaults[name]}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

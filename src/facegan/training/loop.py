@@ -1,6 +1,7 @@
 """One training loop for every architecture: the loss decides what each phase computes."""
 from __future__ import annotations
 
+import pickle
 import signal
 import sys
 import threading
@@ -11,14 +12,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in Jupyter ("IProgress not found")
 
-from ..data import PreparedDataset, prepare
+from ..data import DataError, PreparedDataset, prepare
 from ..data.images import to_uint8
 from ..models import ModelConfig, build_loss, latents_from_seeds
 from ..models.device import resolve_device
 from ..models.precision import EmulatedBF16Error, autocast, emulation_reason, resolve_precision
 from . import distributed, guard, reporting
-from .config import TrainConfig
-from ..runs import checkpoint_path
+from .config import RESUME_OPTIONS, TrainConfig
+from ..runs import RunFolder, RunFolderBusy, RunLock, checkpoint_path, holds_run, list_checkpoints, next_run_dir
 from .state import TrainingState, create_state, load_latest, model_config
 
 SAMPLE_SEEDS = range(64)
@@ -43,7 +44,12 @@ def load_dataset(config: TrainConfig) -> PreparedDataset:
 
 
 def resume_config(run_dir: Path, overrides: TrainConfig | None) -> tuple[TrainConfig, dict]:
-    """The saved config of `run_dir`, with budgets (and progress display) taken from `overrides` when given."""
+    """The saved config of `run_dir`, with what a resume may change (RESUME_OPTIONS) taken from `overrides`.
+
+    Any other option `overrides` gives (a value other than its default) is refused: resuming would ignore it.
+    """
+    if overrides is not None:
+        refuse_fixed_options(run_dir, overrides)
     path, saved = load_latest(run_dir, resuming=True)
     print(f"resuming from {path}", file=sys.stderr)
     config = TrainConfig.from_dict(saved["config"])
@@ -52,8 +58,182 @@ def resume_config(run_dir: Path, overrides: TrainConfig | None) -> tuple[TrainCo
         budgets = {k: getattr(overrides, k) for k in ("steps", "kimg", "minutes")}
         if any(v is not None for v in budgets.values()):
             config = replace(config, **budgets)
+        given = overrides.given_options()
+        if "data" in given:
+            config.prepare = replace(config.prepare, data=absolute_data(given["data"]))
+        if "workers" in given:
+            config.prepare = replace(config.prepare, workers=given["workers"])
+        if "device" in given:
+            config.device = given["device"]
         config.progress = overrides.progress
     return config, saved
+
+
+def refuse_fixed_options(run_dir: Path, overrides: TrainConfig) -> None:
+    fixed = {name: value for name, value in overrides.given_options().items() if name not in RESUME_OPTIONS}
+    if fixed:
+        allowed = ", ".join(f"--{name}" for name in RESUME_OPTIONS)
+        raise ValueError(f"--resume continues {run_dir} with the options it was started with, so "
+                         f"{', '.join(_as_flag(name, value) for name, value in fixed.items())} cannot change "
+                         f"(a resume takes only {allowed}); to change them start a new run")
+
+
+def _as_flag(name: str, value) -> str:
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
+def absolute_data(data: str) -> str:
+    """`--data` as the checkpoints record it: absolute, so a resume works from any working directory."""
+    return str(Path(data).expanduser().absolute())
+
+
+def check_data(saved: dict, dataset: PreparedDataset, allow_changed: bool) -> bool:
+    """True if the prepared data differs from what the checkpoint trained on (allowed); ValueError if not allowed.
+
+    Checkpoints written before the data was recorded have nothing to compare with, and resume as before.
+    """
+    recorded = saved.get("data")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    if recorded.get("content_hash") in (None, dataset.content_hash):
+        return False
+    what = (f"the prepared data changed since this run's checkpoint: {dataset.root} holds {len(dataset)} images now, "
+            f"{recorded.get('images', 'other')} when it was written")
+    if not allow_changed:
+        raise ValueError(f"{what}; a resume on it would no longer continue the run exactly: pass --allow-changed-data "
+                         "to go on with the data as it is now, or give the original data with --data")
+    if distributed.is_main():
+        print(f"warning: {what}; continuing on it (--allow-changed-data)", file=sys.stderr)
+    return True
+
+
+def claim_run_folder(config: TrainConfig, overwrite: bool) -> tuple[TrainConfig, RunFolder]:
+    """Make and lock the folder of a new run: `--out` (new, empty, or holding no checkpoint), or without it
+    the next numbered folder under runs/. A folder holding a run is refused, or with `overwrite` moved aside."""
+    if not config.out:
+        for _ in range(1000):
+            path = next_run_dir(f"{config.arch}-{config.size}px")
+            try:
+                return replace(config, out=str(path)), _claim(path, exclusive=True)
+            except FileExistsError:  # another run took this number first
+                continue
+        raise RuntimeError(f"cannot find a free numbered run folder in {path.parent}")
+    path = Path(config.out).expanduser()
+    folder = _claim(path)
+    try:
+        if holds_run(path):
+            if not overwrite:
+                raise ValueError(holds_run_message(path))
+            aside = folder.set_aside()
+            print(f"moved the earlier run in {path} to {aside}", file=sys.stderr)
+    except BaseException:
+        folder.release()
+        raise
+    return replace(config, out=str(path)), folder
+
+
+def holds_run_message(path: Path) -> str:
+    found = list_checkpoints(path)
+    newest = f" (newest checkpoint {found[0].name})" if found else ""
+    return (f"{path} already holds a run{newest}; continue it with `facegan train --resume {path}`, start a new run "
+            "with a fresh --out (or none, for a new numbered folder in runs/), or pass --overwrite to move the old "
+            "run aside first")
+
+
+def _check_out_path(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a run folder; choose a new folder")
+
+
+def _claim(path: Path, exclusive: bool = False) -> RunFolder:
+    _check_out_path(path)
+    try:
+        return RunFolder.claim(path, exclusive)
+    except RunFolderBusy as busy:
+        raise RuntimeError(f"{busy}; wait for it to end or stop it, or choose another --out") from None
+    except FileExistsError:
+        if exclusive:
+            raise
+        raise ValueError(f"cannot make run folder {path}: a file is in the way") from None
+    except OSError as error:
+        raise ValueError(f"cannot make run folder {path} ({error.strerror or error})") from None
+
+
+def open_resumed(run_dir: Path, overrides: TrainConfig | None) -> tuple[TrainConfig, dict, RunFolder | None]:
+    """Lock `run_dir` (before anything in it is touched), then read its config and newest checkpoint."""
+    folder = None
+    if run_dir.is_dir():
+        try:
+            folder = RunFolder.claim(run_dir)
+        except RunFolderBusy as busy:
+            raise RuntimeError(f"{busy}; `--resume {run_dir}` can continue it once that process has stopped") from None
+    try:
+        config, saved = resume_config(run_dir, overrides)
+    except BaseException:
+        if folder is not None:
+            folder.release()
+        raise
+    return config, saved, folder
+
+
+def check_before_launch(config: TrainConfig | None, resume: str | Path | None, overwrite: bool) -> TrainConfig | None:
+    """What `train` refuses at once, checked by the process that starts `--nproc N` processes, so a refusal is one
+    line before any process starts; a new run's default folder is chosen here, so every process gets the same one."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if overwrite:
+            raise ValueError(OVERWRITE_ON_RESUME)
+        if config is not None:
+            refuse_fixed_options(run_dir, config)
+        if run_dir.is_dir():
+            _probe_lock(run_dir, f"`--resume {run_dir}` can continue it once that process has stopped")
+        return config
+    config.validate()
+    if not config.out:
+        return replace(config, out=str(next_run_dir(f"{config.arch}-{config.size}px")))
+    path = Path(config.out).expanduser()
+    _check_out_path(path)
+    if path.is_dir():
+        _probe_lock(path, "wait for it to end or stop it, or choose another --out")
+        if holds_run(path) and not overwrite:
+            raise ValueError(holds_run_message(path))
+    return config
+
+
+def _probe_lock(run_dir: Path, advice: str) -> None:
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except RunFolderBusy as busy:
+        raise RuntimeError(f"{busy}; {advice}") from None
+    lock.release()
+
+
+OVERWRITE_ON_RESUME = "--overwrite is for a new run; --resume continues the run in its own folder"
+
+
+def _start_on_main(function, *args):
+    """`function(*args)`, which returns (*shared, folder), on rank 0: every rank gets `shared` (or rank 0's error,
+    raised again on every rank, so none waits for the others), rank 0 alone the run folder it claimed."""
+    if not distributed.is_distributed():
+        return function(*args)
+    outcome, folder = None, None
+    if distributed.is_main():
+        try:
+            *shared, folder = function(*args)
+            outcome = (None, shared)
+        except Exception as error:
+            try:
+                pickle.dumps(error)
+            except Exception:
+                error = RuntimeError(str(error))
+            outcome = (error, None)
+    error, shared = distributed.share_from_main(outcome)
+    if error is not None:
+        raise error
+    return (*shared, folder)
 
 
 def runnable_precision(config: TrainConfig, device: torch.device, resuming: bool) -> TrainConfig:
@@ -165,88 +345,129 @@ def budget_reason(config: TrainConfig, state: TrainingState, started: float) -> 
 
 
 @distributed.in_process_group
-def train(config: TrainConfig | None = None, resume: str | Path | None = None) -> TrainResult:
-    """Train a GAN from `config`, or continue the run in `resume` (budgets from `config` if given)."""
-    saved = None
-    if resume is not None:
-        config, saved = distributed.from_main(resume_config, Path(resume), config)
-    config.validate()
-    device = distributed.rank_device(resolve_device(config.device))
-    config = runnable_precision(config, device, resuming=saved is not None)
-    run_dir = Path(config.out)
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
+def train(config: TrainConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
+          allow_changed_data: bool = False) -> TrainResult:
+    """Train a GAN from `config` in a new run folder, or continue the run in `resume` (budgets from `config` if given).
 
-    with distributed.main_first():
-        dataset = load_dataset(config)
-    model = model_config(config)
-    state = create_state(config, model, dataset.split_indices(config.split), device)
-    if saved is not None:
-        state.load_checkpoint(saved)
-    else:
-        torch.manual_seed(config.seed + 1)
-    loss = distributed.parallelise(state, build_loss(model, config.augment), device)
-    state.G.train()
-    state.D.train()
-    return run_loop(state, loss, dataset, run_dir, device, resumed=saved is not None)
+    A new run refuses a folder that holds another run (`overwrite` moves that run aside first); a resume
+    refuses data that changed since its checkpoint unless `allow_changed_data`. Rank 0 locks the run folder.
+    """
+    folder = None  # rank 0's claim on the run folder
+    try:
+        saved = None
+        if resume is not None:
+            if overwrite:
+                raise ValueError(OVERWRITE_ON_RESUME)
+            config, saved, folder = _start_on_main(open_resumed, Path(resume), config)
+        else:
+            config.validate()
+            config = replace(config, prepare=replace(config.prepare, data=absolute_data(config.data)))
+        config.validate()
+        device = distributed.rank_device(resolve_device(config.device))
+        config = runnable_precision(config, device, resuming=saved is not None)
+        if saved is None:
+            config, folder = _start_on_main(claim_run_folder, config, overwrite)
+        elif not Path(config.data).expanduser().exists():
+            raise DataError(f"this run's data {config.data} is not found (working directory {Path.cwd()}); "
+                            "say where it is now with --data")
+        run_dir = Path(config.out)
+
+        with distributed.main_first():
+            dataset = load_dataset(config)
+        data_changed = saved is not None and check_data(saved, dataset, allow_changed_data)
+        model = model_config(config)
+        state = create_state(config, model, dataset.split_indices(config.split), device)
+        state.data = {"content_hash": dataset.content_hash, "images": len(dataset)}
+        if saved is not None:
+            state.load_checkpoint(saved, data_changed)
+        else:
+            torch.manual_seed(config.seed + 1)
+        loss = distributed.parallelise(state, build_loss(model, config.augment), device)
+        state.G.train()
+        state.D.train()
+        return run_loop(state, loss, dataset, run_dir, device, resumed=saved is not None, folder=folder)
+    except BaseException:
+        if folder is not None:
+            folder.discard_if_empty()  # a run refused before it wrote anything leaves no folder behind
+        raise
+    finally:
+        if folder is not None:
+            folder.release()
 
 
-def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool) -> TrainResult:
+def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool, folder: RunFolder | None = None) -> TrainResult:
     config = state.config
     main = distributed.is_main()  # only rank 0 writes files
-    log = reporting.LossLog(run_dir, resume_step=state.step if resumed else None) if main else None
-    board = reporting.TensorBoard(run_dir, purge_step=state.step + 1 if resumed else None) if main else None
+    log = board = None
+    if main:
+        with guard.writing(f"the loss log {run_dir / reporting.LOG_NAME}", folder, state.step):
+            log = reporting.LossLog(run_dir, resume_step=state.step if resumed else None)
+        with guard.writing(f"TensorBoard events in {run_dir / reporting.TENSORBOARD_DIR}", folder, state.step):
+            board = reporting.TensorBoard(run_dir, purge_step=state.step + 1 if resumed else None)
     started = time.monotonic()
     last_log_time, last_log_images = started, state.images_seen
     total = config.steps
     bar = tqdm(total=total, initial=state.step, disable=not (config.progress and main), unit="step", dynamic_ncols=True)
     stopped_by = None
-    with StopFlag() as stop:
-        while True:
-            stopped_by = distributed.agree_on_stop(stop.signal or budget_reason(config, state, started), device)
-            if stopped_by:
-                break
-            step_started = time.monotonic()
-            stats = train_step(state, loss, real_batch(state, dataset, device), device)
-            guard.check_losses(stats, state.step, run_dir)
-            state.train_seconds += time.monotonic() - step_started
-            bar.update(1)
-            if state.step % config.log_every == 0:
-                stats = distributed.mean_over_ranks(stats)
-            if main and state.step % config.log_every == 0:
-                now = time.monotonic()
-                rate = (state.images_seen - last_log_images) / max(now - last_log_time, 1e-9)
-                last_log_time, last_log_images = now, state.images_seen
-                record = {"step": state.step, "kimg": state.images_seen / 1000, "img_per_s": rate,
-                          **{k: float(v) for k, v in stats.items()}}
-                log.append(record)
-                board.scalars(state.step, {f"loss/{k}": v for k, v in record.items() if k.startswith("loss")})
-                board.scalars(state.step, {"speed/img_per_s": rate})
-                bar.set_postfix(img_s=f"{rate:.0f}", D=f"{record['loss_d']:.3f}", G=f"{record['loss_g']:.3f}")
-            if main and state.step % config.sample_every == 0:
-                write_samples(state, run_dir, board, device)
-            if main and state.step % config.checkpoint_every == 0:
-                guard.save(state, run_dir, config.keep)
-    bar.close()
-    path = finish_run(state, run_dir, board, device, stopped_by) if main else checkpoint_path(run_dir, state.step)
+    try:
+        with StopFlag() as stop:
+            while True:
+                stopped_by = distributed.agree_on_stop(stop.signal or budget_reason(config, state, started), device)
+                if stopped_by:
+                    break
+                step_started = time.monotonic()
+                stats = train_step(state, loss, real_batch(state, dataset, device), device)
+                guard.check_losses(stats, state.step, run_dir)
+                state.train_seconds += time.monotonic() - step_started
+                bar.update(1)
+                if state.step % config.log_every == 0:
+                    stats = distributed.mean_over_ranks(stats)
+                if main and state.step % config.log_every == 0:
+                    now = time.monotonic()
+                    rate = (state.images_seen - last_log_images) / max(now - last_log_time, 1e-9)
+                    last_log_time, last_log_images = now, state.images_seen
+                    record = {"step": state.step, "kimg": state.images_seen / 1000, "img_per_s": rate,
+                              **{k: float(v) for k, v in stats.items()}}
+                    with guard.writing(f"the loss log {log.path}", folder, state.step):
+                        log.append(record)
+                    with guard.writing(f"TensorBoard events in {run_dir / reporting.TENSORBOARD_DIR}", folder, state.step):
+                        board.scalars(state.step, {f"loss/{k}": v for k, v in record.items() if k.startswith("loss")})
+                        board.scalars(state.step, {"speed/img_per_s": rate})
+                    bar.set_postfix(img_s=f"{rate:.0f}", D=f"{record['loss_d']:.3f}", G=f"{record['loss_g']:.3f}")
+                if main and state.step % config.sample_every == 0:
+                    write_samples(state, run_dir, board, device, folder)
+                if main and state.step % config.checkpoint_every == 0:
+                    guard.save(state, run_dir, config.keep, folder)
+        bar.close()
+        path = finish_run(state, run_dir, board, device, stopped_by, folder) if main else checkpoint_path(run_dir, state.step)
+    except BaseException:
+        bar.close()
+        if board is not None:
+            board.close_quietly()  # stops TensorBoard's thread; the error being raised is the one to report
+        raise
     distributed.barrier()
     return TrainResult(run_dir, path, state.step, state.images_seen, state.train_seconds, stopped_by)
 
 
-def finish_run(state: TrainingState, run_dir: Path, board, device, stopped_by: str) -> Path:
+def finish_run(state: TrainingState, run_dir: Path, board, device, stopped_by: str, folder: RunFolder | None = None) -> Path:
     """The last samples and checkpoint, the loss plot and the progress GIF; returns the checkpoint."""
     if not reporting.sample_path(run_dir, state.step).exists():
-        write_samples(state, run_dir, board, device)
-    path = guard.save(state, run_dir, state.config.keep)
-    board.close()
-    reporting.plot_losses(run_dir)
-    reporting.make_progress_gif(run_dir)
+        write_samples(state, run_dir, board, device, folder)
+    path = guard.save(state, run_dir, state.config.keep, folder)
+    with guard.writing(f"TensorBoard events in {run_dir / reporting.TENSORBOARD_DIR}", folder, state.step):
+        board.close()
+    with guard.writing(f"the loss plot {run_dir / reporting.PLOT_NAME}", folder, state.step):
+        reporting.plot_losses(run_dir)
+    with guard.writing(f"the progress GIF {run_dir / reporting.GIF_NAME}", folder, state.step):
+        reporting.make_progress_gif(run_dir)
     print(f"stopped ({stopped_by}) at step {state.step}, {state.images_seen / 1000:.1f} kimg; checkpoint {path}",
           file=sys.stderr)
     return path
 
 
-def write_samples(state: TrainingState, run_dir: Path, board, device) -> None:
+def write_samples(state: TrainingState, run_dir: Path, board, device, folder: RunFolder | None = None) -> None:
     faces = sample_faces(state.G_ema, state.model, device)
-    _, grid = reporting.save_sample_grid(run_dir, state.step, faces)
-    board.image(state.step, "samples", grid)
+    with guard.writing(f"sample grid {reporting.sample_path(run_dir, state.step)}", folder, state.step):
+        _, grid = reporting.save_sample_grid(run_dir, state.step, faces)
+    with guard.writing(f"TensorBoard events in {run_dir / reporting.TENSORBOARD_DIR}", folder, state.step):
+        board.image(state.step, "samples", grid)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ LOG_NAME = "log.jsonl"
 PLOT_NAME = "losses.png"
 GIF_NAME = "progress.gif"
 SAMPLES_DIR = "samples"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class LossLog:
@@ -91,7 +93,13 @@ def make_progress_gif(run_dir: Path, max_frames: int = 100, seconds_per_frame: f
 
 
 class TensorBoard:
-    """TensorBoard scalars and images; silently absent when tensorboard is not installed."""
+    """TensorBoard scalars and images; silently absent when tensorboard is not installed.
+
+    TensorBoard writes from a thread of its own, which on a failed write (a full disk, a deleted run
+    folder) prints a traceback and keeps the error for the next call here: while the writer is open
+    that thread's traceback is left out, and the error comes as an OSError from `scalars`, `image` or
+    `close`, which the training loop turns into one line.
+    """
 
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         try:
@@ -99,7 +107,13 @@ class TensorBoard:
         except ImportError:
             self.writer = None
             return
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=purge_step)
+        self._previous_hook = threading.excepthook
+        threading.excepthook = self._thread_failed
+
+    def _thread_failed(self, args) -> None:
+        if not (type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError)):
+            self._previous_hook(args)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer:
@@ -112,4 +126,16 @@ class TensorBoard:
 
     def close(self) -> None:
         if self.writer:
-            self.writer.close()
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            finally:
+                if threading.excepthook == self._thread_failed:
+                    threading.excepthook = self._previous_hook
+
+    def close_quietly(self) -> None:
+        """`close` on a run that already failed: its error, if any, is the one to report."""
+        try:
+            self.close()
+        except OSError:
+            pass

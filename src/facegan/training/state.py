@@ -31,6 +31,8 @@ class TrainingState:
     step: int = 0
     images_seen: int = 0
     train_seconds: float = 0.0
+    # The prepared data trained on ({"content_hash", "images"}); checkpoints record it so a resume can tell it changed.
+    data: dict | None = None
     # What the training step runs: G and D themselves, or under torchrun their DistributedDataParallel wrappers.
     G_train: nn.Module | None = None
     D_train: nn.Module | None = None
@@ -56,9 +58,12 @@ class TrainingState:
             "progress": {"step": self.step, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
                          "order": self.order.state_dict()},
             "rng": rng_state(),
+            **({"data": self.data} if self.data is not None else {}),
         }
 
-    def load_checkpoint(self, saved: dict) -> None:
+    def load_checkpoint(self, saved: dict, data_changed: bool = False) -> None:
+        """Continue from `saved`; with `data_changed` (a resume the user allowed on other photos), a data position
+        past the end of the new photos starts the next epoch."""
         for name in ("G", "G_ema", "D"):
             getattr(self, name).load_state_dict(saved[name])
         self.opt_g.load_state_dict(saved["opt_g"])
@@ -66,7 +71,10 @@ class TrainingState:
         progress = saved["progress"]
         self.step, self.images_seen = progress["step"], progress["images_seen"]
         self.train_seconds = progress.get("train_seconds", 0.0)
-        self.order.load_state_dict(progress["order"])
+        order = progress["order"]
+        if data_changed and isinstance(order.get("position"), int):
+            order = {**order, "position": min(order["position"], len(self.order.indices))}
+        self.order.load_state_dict(order)
         set_rng_state(saved["rng"])
 
 
