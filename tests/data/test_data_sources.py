@@ -106,3 +106,91 @@ def test_fingerprint_tracks_partition_file(celeba_dir):
     partition = celeba_dir / "list_eval_partition.txt"
     partition.write_text(partition.read_text().replace("000001.jpg 0", "000001.jpg 2"))
     assert fingerprint(celeba_dir) != first
+
+
+# --- zip bombs: a budget per member and per zip ---------------------------------------------------------------
+
+import functools  # noqa: E402
+import struct  # noqa: E402
+import zlib  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from facegan.data import sources  # noqa: E402
+from facegan.data.sources import ImageReader  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A member's bytes as stored in a zip (deflated or stored), with its CRC and inflated size."""
+
+    data: bytes
+    crc: int
+    size: int
+    method: int
+
+
+@functools.lru_cache(maxsize=4)
+def deflated_zeros(size: int) -> Blob:
+    """`size` zero bytes deflated (about 1000:1), made once: 250 MiB take 1.6 s."""
+    compressor, chunk, parts, crc = zlib.compressobj(9, zlib.DEFLATED, -15), bytes(1 << 22), [], 0
+    for start in range(0, size, len(chunk)):
+        piece = chunk[: min(len(chunk), size - start)]
+        parts.append(compressor.compress(piece))
+        crc = zlib.crc32(piece, crc)
+    parts.append(compressor.flush())
+    return Blob(b"".join(parts), crc, size, zipfile.ZIP_DEFLATED)
+
+
+def stored(data: bytes) -> Blob:
+    return Blob(data, zlib.crc32(data), len(data), zipfile.ZIP_STORED)
+
+
+def raw_zip(path, members: list[tuple[str, Blob]], overlap: bool = False):
+    """A zip written by hand; with `overlap`, members of the same Blob share one copy of its bytes (a
+    "non-recursive" zip bomb: many directory entries pointing at one compressed stream)."""
+    body, directory, offsets = bytearray(), bytearray(), {}
+    for name, blob in members:
+        encoded = name.encode()
+        if not (overlap and id(blob) in offsets):
+            offsets[id(blob)] = len(body)
+            body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, blob.method, 0, 0x21, blob.crc, len(blob.data),
+                                blob.size, len(encoded), 0) + encoded + blob.data
+        directory += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, blob.method, 0, 0x21, blob.crc,
+                                 len(blob.data), blob.size, len(encoded), 0, 0, 0, 0, 0, offsets[id(blob)]) + encoded
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(directory), len(body), 0)
+    path.write_bytes(bytes(body + directory + end))
+    return path
+
+
+def skips(path) -> dict[str, str | None]:
+    return {entry.name: entry.skip for entry in find_source(path).entries}
+
+
+def test_a_member_compressed_beyond_the_ratio_cap_is_too_large_and_never_inflated(tmp_path):
+    small_flat = deflated_zeros(512 * 1024)  # 500:1, but under 1 MiB: harmless, kept (a flat BMP can do this)
+    path = raw_zip(tmp_path / "ratio.zip", [("bomb.bmp", deflated_zeros(8 * 2**20)), ("flat.bmp", small_flat),
+                                            ("photo.png", stored(os.urandom(3 * 2**20)))])
+    assert skips(path) == {"bomb.bmp": "too large", "flat.bmp": None, "photo.png": None}
+    reader = ImageReader(path, is_zip=True)
+    with pytest.raises(OSError, match="compressed more than 100:1"):
+        reader.read("bomb.bmp")
+    assert len(reader.read("flat.bmp")) == 512 * 1024
+    reader.close()
+
+
+def test_members_past_the_zips_total_budget_are_too_large_in_name_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_ZIP_TOTAL_BYTES", 5 * 2**20)
+    blob = stored(os.urandom(2 * 2**20))  # 1:1, as photos are
+    path = raw_zip(tmp_path / "many.zip", [(f"m{i}.jpg", blob) for i in (3, 0, 2, 1)])
+    assert skips(path) == {"m0.jpg": None, "m1.jpg": None, "m2.jpg": "too large", "m3.jpg": "too large"}
+
+
+def test_overlapping_members_are_held_to_a_hundred_times_the_zips_size(tmp_path):
+    blob = stored(os.urandom(2 * 2**20))
+    path = raw_zip(tmp_path / "overlap.zip", [(f"m{i:03d}.jpg", blob) for i in range(300)], overlap=True)
+    size = path.stat().st_size
+    assert size < 3 * 2**20  # 300 members of 2 MiB each, 600 MiB declared
+    found = skips(path)
+    kept = [name for name, skip in found.items() if skip is None]
+    assert len(kept) == 100 * size // blob.size == 100
+    assert kept == sorted(found)[:100] and set(found.values()) == {None, "too large"}

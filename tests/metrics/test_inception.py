@@ -233,6 +233,21 @@ def stand_in_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def trust(monkeypatch, *paths: Path) -> None:
+    """Trust these stand-ins as a user trusts a file: by its digest in FACEGAN_INCEPTION_SHA256."""
+    monkeypatch.setenv("FACEGAN_INCEPTION_SHA256", ",".join(sha256_of(path) for path in paths))
+
+
+@pytest.fixture
+def trusted(stand_in_files, monkeypatch) -> dict[str, Path]:
+    trust(monkeypatch, *stand_in_files.values())
+    return stand_in_files
+
+
 def expected_features(images: torch.Tensor) -> torch.Tensor:
     x = resize_tf1_bilinear(images.float(), 299)
     return _StandInLayers()((x - 128) / 128).view(-1, 2048)
@@ -244,7 +259,8 @@ def random_images(n: int, h: int = 37, w: int = 29, seed: int = 0) -> torch.Tens
 
 
 @pytest.mark.parametrize("layout", ["nvidia", "helper"])
-def test_features_of_both_file_layouts(stand_in_files, layout):
+def test_features_of_both_file_layouts(trusted, layout):
+    stand_in_files = trusted
     net = InceptionFeatures(stand_in_files[layout], batch_size=4)
     images = random_images(5)
     out = net(images)
@@ -253,7 +269,8 @@ def test_features_of_both_file_layouts(stand_in_files, layout):
         torch.testing.assert_close(out, expected_features(images), rtol=1e-5, atol=1e-5)
 
 
-def test_batching_layouts_and_extract(stand_in_files):
+def test_batching_layouts_and_extract(trusted):
+    stand_in_files = trusted
     images = random_images(7, seed=1)
     one_shot = InceptionFeatures(stand_in_files["nvidia"], batch_size=64)(images)
     small = InceptionFeatures(stand_in_files["nvidia"], batch_size=3, channels_last=False)
@@ -266,7 +283,8 @@ def test_batching_layouts_and_extract(stand_in_files):
     assert small.extract([], progress=False).shape == (0, 2048)
 
 
-def test_single_image_and_grayscale(stand_in_files):
+def test_single_image_and_grayscale(trusted):
+    stand_in_files = trusted
     net = InceptionFeatures(stand_in_files["nvidia"])
     image = random_images(1, seed=2)
     torch.testing.assert_close(net(image[0]), net(image))
@@ -274,34 +292,134 @@ def test_single_image_and_grayscale(stand_in_files):
     torch.testing.assert_close(net(gray), net(gray.expand(-1, 3, -1, -1)))
 
 
-def test_rejects_float_images(stand_in_files):
+def test_rejects_float_images(trusted):
+    stand_in_files = trusted
     net = InceptionFeatures(stand_in_files["nvidia"])
     with pytest.raises(TypeError, match="uint8"):
         net(torch.rand(2, 3, 32, 32))
 
 
-def test_rejects_files_that_are_not_the_network(tmp_path):
+def test_rejects_files_that_are_not_the_network(tmp_path, monkeypatch):
     class Other(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x
 
     path = tmp_path / "other.pt"
     torch.jit.script(Other()).save(str(path))
-    with pytest.raises(ValueError, match="Inception"):
-        InceptionFeatures(path)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
+    trust(monkeypatch, path, junk)  # trusted, so the checks after the digest's are reached
+    with pytest.raises(ValueError, match="Inception"):
+        InceptionFeatures(path)
     with pytest.raises(ValueError, match="TorchScript"):
         InceptionFeatures(junk)
 
 
-def test_thread_count_is_restored(stand_in_files):
+def test_thread_count_is_restored(trusted):
+    stand_in_files = trusted
     before = torch.get_num_threads()
     InceptionFeatures(stand_in_files["nvidia"], num_threads=1)(random_images(1))
     assert torch.get_num_threads() == before
 
 
-def test_output_is_an_ordinary_tensor(stand_in_files):
+def test_output_is_an_ordinary_tensor(trusted):
+    stand_in_files = trusted
     out = InceptionFeatures(stand_in_files["nvidia"])(random_images(2))
     assert not out.is_inference()
     out += 1  # in-place updates work outside inference mode
+
+
+# ----------------------------------------------------------------------------------------
+# Only files with a known or trusted sha256 are loaded
+# ----------------------------------------------------------------------------------------
+
+SHARED_COPY_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+
+
+def no_torchscript_loading(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("an untrusted file reached torch.jit.load")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+
+
+def assert_refused(error: Exception, path: Path) -> None:
+    message = str(error)
+    digest = sha256_of(path)
+    assert message.startswith(f"{path}: not a known FID Inception file (sha256 {digest})"), message
+    assert f"FACEGAN_INCEPTION_SHA256={digest}" in message and "\n" not in message
+
+
+def test_the_shared_copy_is_the_one_known_file():
+    assert set(inception_module.KNOWN_INCEPTION_FILES) == {SHARED_COPY_SHA256}
+    assert inception_module.INCEPTION_SHA256 is None, "no published digest of NVIDIA's file was found"
+
+
+def test_an_unknown_file_is_refused_before_torchscript_sees_it(clean_env, stand_in_files, monkeypatch):
+    no_torchscript_loading(monkeypatch)
+    path = stand_in_files["nvidia"]
+    with pytest.raises(inception_module.UntrustedInceptionError) as caught:
+        InceptionFeatures(path)
+    assert_refused(caught.value, path)
+    assert isinstance(caught.value, ValueError)  # a user error: one line from the CLI
+
+
+def test_a_path_given_by_option_or_environment_is_used_but_verified(clean_env, stand_in_files, monkeypatch):
+    path = stand_in_files["helper"]
+    monkeypatch.setenv("FACEGAN_INCEPTION", str(path))
+    with pytest.raises(inception_module.UntrustedInceptionError) as caught:
+        InceptionFeatures()
+    assert_refused(caught.value, path)
+    trust(monkeypatch, path)
+    assert InceptionFeatures().path == path
+    assert InceptionFeatures(path).path == path
+
+
+def test_the_environment_trusts_digests_in_any_case_and_lists(clean_env, stand_in_files, monkeypatch):
+    nvidia, helper = stand_in_files["nvidia"], stand_in_files["helper"]
+    monkeypatch.setenv("FACEGAN_INCEPTION_SHA256", f" {sha256_of(nvidia).upper()}, {'0' * 64} ")
+    InceptionFeatures(nvidia)
+    with pytest.raises(inception_module.UntrustedInceptionError):
+        InceptionFeatures(helper)
+    assert SHARED_COPY_SHA256 in inception_module.trusted_inception_digests()
+
+
+def test_a_download_keeps_the_digest_it_arrived_with(clean_env, stand_in_files, monkeypatch):
+    """NVIDIA publishes no digest: the file fetched over HTTPS is trusted as it arrived, and only as it arrived."""
+    downloads = []
+
+    def fake_download(url, dest, **kwargs):
+        downloads.append(url)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(stand_in_files["nvidia"].read_bytes())
+
+    monkeypatch.setattr(inception_module, "_download", fake_download)
+    cached = clean_env / "inception-2015-12-05.pt"
+    assert InceptionFeatures().path == cached
+    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+    assert (clean_env / "inception-2015-12-05.pt.sha256").read_text().split() == [digest, INCEPTION_URL]
+    assert InceptionFeatures().path == cached and downloads == [INCEPTION_URL], "one download, then the cache"
+    cached.write_bytes(cached.read_bytes() + b"\0")  # changed in the cache after it was downloaded
+    with pytest.raises(inception_module.UntrustedInceptionError) as caught:
+        InceptionFeatures()
+    assert_refused(caught.value, cached)
+
+
+def test_the_checked_bytes_are_the_loaded_bytes(trusted, monkeypatch):
+    """The file is read once: what was hashed is what TorchScript loads, even if the file changes meanwhile."""
+    seen = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda source, **kwargs: seen.append(source) or real_load(source, **kwargs))
+    InceptionFeatures(trusted["nvidia"])
+    assert len(seen) == 1 and not isinstance(seen[0], (str, Path))
+
+
+def test_the_shared_copy_loads_without_being_trusted_by_hand(monkeypatch):
+    from .conftest import INCEPTION_FILE
+
+    if not INCEPTION_FILE.is_file():
+        pytest.skip(f"{INCEPTION_FILE} not present")
+    monkeypatch.delenv("FACEGAN_INCEPTION_SHA256", raising=False)
+    assert sha256_of(INCEPTION_FILE) == SHARED_COPY_SHA256
+    inception_module.load_inception(INCEPTION_FILE)
+

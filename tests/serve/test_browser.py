@@ -197,3 +197,39 @@ def test_the_model_card_is_a_table_with_readable_labels(server, context):
     assert table["notes"] == ("Notes", "a fact the page has no label for")
     assert not {"kid_std", "kid_mean_x1000", "last_seed", "summary"} & set(table)  # folded into other rows
     assert all("_" not in label for label, _ in table.values())
+
+
+def test_the_content_security_policy_blocks_nothing_the_page_does(server, context):
+    page = context.new_page()
+    page.add_init_script("window.violations = []; document.addEventListener('securitypolicyviolation', "
+                         "event => window.violations.push(event.violatedDirective + ' ' + event.blockedURI));")
+    refusals = []
+    page.on("console", lambda message: refusals.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    response = page.goto(server)
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    for view in ("face", "grid", "morph"):
+        page.wait_for_selector(f"#{view}[data-shown]")
+    page.wait_for_selector("#model-card tr[data-key]")
+    assert page.evaluate("window.violations") == [] and refusals == []
+    assert page.evaluate("getComputedStyle(document.querySelector('.toolbar')).maxWidth") == "1140px"
+
+
+def test_a_busy_server_is_asked_again_after_retry_after(server, context):
+    page = context.new_page()
+    refused = []
+
+    def busy_once(route):
+        if not refused:
+            refused.append(route.request.url)
+            route.fulfill(status=503, headers={"Retry-After": "1"}, content_type="application/json",
+                          body=json.dumps({"detail": "the server is busy making other images: ask again in 1 s"}))
+        else:
+            route.continue_()
+
+    page.route("**/api/face.png?*", busy_once)
+    page.goto(f"{server}#seed=77")
+    page.wait_for_function("document.getElementById('face-status').textContent.includes('busy')")
+    page.wait_for_selector('#face[data-shown^="seed=77&"]')
+    assert len(refused) == 1 and page.text_content("#face-status") == ""

@@ -1,11 +1,12 @@
 """`facegan serve` on the command line: configuration errors, the default model, what it prints."""
+import errno
 import socket
 
 import pytest
 
 import facegan.api
 from facegan.cli import main
-from facegan.serve.server import exposure_warning, page_url
+from facegan.serve.server import bind_error, exposure_warning, page_url
 
 
 def test_without_a_shipped_model_serve_says_what_to_pass(monkeypatch, tmp_path, capsys):
@@ -29,7 +30,23 @@ def test_a_taken_port_is_a_clear_error(trained_run, capsys):
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["serve", "--checkpoint", str(trained_run), "--port", str(port)]) == 2
-    assert "facegan serve: error:" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error == f"facegan serve: error: --port {port}: already in use on 127.0.0.1 (another server?); " \
+                    "pick another, or --port 0 for any free one\n"
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1", "no-such-host.invalid", "a" * 70 + ".example"])
+def test_a_host_it_cannot_listen_on_is_one_clear_line(trained_run, capsys, host):
+    assert main(["serve", "--checkpoint", str(trained_run), "--host", host, "--port", "0"]) == 2
+    assert capsys.readouterr().err == \
+        f"facegan serve: error: --host {host}: not an address or host name this machine can listen on\n"
+
+
+def test_other_bind_errors_name_the_port_without_errno_codes():
+    denied = bind_error("127.0.0.1", 80, PermissionError(errno.EACCES, "Permission denied"))
+    assert denied.startswith("--port 80: this user may not listen on it") and "Errno" not in denied
+    other = bind_error("127.0.0.1", 7860, OSError(errno.ENOBUFS, "No buffer space available"))
+    assert other == "cannot listen on 127.0.0.1 port 7860: no buffer space available"
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])

@@ -22,6 +22,15 @@ CELEBA_PARTITION_FILE = "list_eval_partition.txt"
 _CELEBA_PARTITION_CODES = {"0": "train", "1": "val", "2": "test"}
 _ZIP_JUNK_PREFIXES = ("__MACOSX/",)
 MAX_FILE_BYTES = 256 * 2**20  # no photo is this big; a zip bomb or a disk image named .jpg is
+# Zip bombs spread over many members stay under MAX_FILE_BYTES each, so a zip also has a budget: a member (above
+# 1 MiB) may inflate to at most MAX_COMPRESSION_RATIO times its compressed size (photos barely compress: JPEG and
+# PNG about 1:1, an uncompressed BMP a few times; zeros deflate about 1000:1), and all the members of one zip, in
+# name order, to at most MAX_COMPRESSION_RATIO times the zip's own size and MAX_ZIP_TOTAL_BYTES in all (members that
+# overlap in the file, as in a "non-recursive" zip bomb, are caught by the first). Members past it are skipped
+# as "too large" without being inflated; zipfile never inflates past a member's declared size.
+MAX_COMPRESSION_RATIO = 100
+MAX_ZIP_TOTAL_BYTES = 64 * 2**30
+_RATIO_FLOOR = 2**20  # smaller members cost nothing to inflate, whatever their ratio
 
 
 class DataError(Exception):
@@ -72,8 +81,9 @@ class ImageReader:
         if self._zip is None:
             self._zip = zipfile.ZipFile(self.root)
         try:
-            if self._zip.getinfo(name).file_size > MAX_FILE_BYTES:  # zipfile never inflates past the declared size
-                raise OSError(f"{name} in {self.root} is larger than {MAX_FILE_BYTES} bytes")
+            if _member_size_skip(self._zip.getinfo(name)):  # zipfile never inflates past the declared size
+                raise OSError(f"{name} in {self.root} is larger than {MAX_FILE_BYTES} bytes or compressed "
+                              f"more than {MAX_COMPRESSION_RATIO}:1")
             return self._zip.read(name)
         except (zipfile.BadZipFile, zlib.error, KeyError, RuntimeError, NotImplementedError, EOFError) as error:
             raise OSError(f"cannot read {name} from {self.root}: {error}") from error
@@ -186,21 +196,37 @@ def _list_zip(path: Path) -> list[SourceEntry]:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(f"cannot read zip file {path}: {error}") from error
-    latest = {}
+    latest: dict[str, zipfile.ZipInfo] = {}
     for member in members:
         if member.is_dir() or member.filename.startswith(_ZIP_JUNK_PREFIXES):
             continue
         if not has_image_extension(member.filename):
             continue
-        latest[member.filename] = SourceEntry(member.filename, "train", member.file_size, member.CRC,
-                                              skip=_member_skip(member))
-    return sorted(latest.values(), key=lambda entry: entry.name)
+        latest[member.filename] = member  # a name stored twice: the last one, as ZipFile.read takes
+    budget = min(MAX_ZIP_TOTAL_BYTES, MAX_COMPRESSION_RATIO * max(path.stat().st_size, _RATIO_FLOOR))
+    entries = []
+    for name in sorted(latest):
+        member = latest[name]
+        skip = _member_skip(member)
+        if skip is None and member.file_size > budget:
+            skip = "too large"  # the zip's whole budget is spent: a bomb spread over many members
+        elif skip is None:
+            budget -= member.file_size
+        entries.append(SourceEntry(name, "train", member.file_size, member.CRC, skip=skip))
+    return entries
 
 
 def _member_skip(member: zipfile.ZipInfo) -> str | None:
     if is_unsafe_member_name(member.filename) or stat.S_ISLNK(member.external_attr >> 16):
         return "unsafe path"
-    return "too large" if member.file_size > MAX_FILE_BYTES else None
+    return "too large" if _member_size_skip(member) else None
+
+
+def _member_size_skip(member: zipfile.ZipInfo) -> bool:
+    """True for a member too big to inflate: over MAX_FILE_BYTES, or (above 1 MiB) compressed beyond the ratio cap."""
+    if member.file_size > MAX_FILE_BYTES:
+        return True
+    return member.file_size > _RATIO_FLOOR and member.file_size > MAX_COMPRESSION_RATIO * member.compress_size
 
 
 def is_unsafe_member_name(name: str) -> bool:

@@ -82,7 +82,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "auto",
     has_info = "info" in checkpoint.read_metadata(path, verify=False)  # header only; load() verifies the file once
     saved = checkpoint.load(path, sections=["model", "G_ema", *(["info"] if has_info else [])])
     network, model = checkpoint.rebuild_network(path, saved, "G_ema", build_generator, "generator")
-    info = {"checkpoint": str(path), **saved.get("info", {})}
+    info = {**saved.get("info", {}), "checkpoint": str(path)}  # the file it came from, whatever its card says
     network = to_channels_last(network.to(device).eval().requires_grad_(False))
     return FaceGenerator(network, model, info, device, precision)
 

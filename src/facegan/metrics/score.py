@@ -143,8 +143,13 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "au
     saved = checkpoint.load(path, sections=["model", "D", "progress", "config"])
     network, model = checkpoint.rebuild_network(path, saved, "D", build_discriminator, "discriminator")
     device = resolve_device(device)
-    return RealFakeScorer(network.to(device).eval().requires_grad_(False), model, path,
-                          saved["progress"].get("step"), device, saved["config"])
+    scorer = RealFakeScorer(network.to(device).eval().requires_grad_(False), model, path,
+                            saved["progress"].get("step"), device, saved["config"])
+    try:  # the run's photo options, checked now rather than half-way through scoring
+        scorer.align_options(align=True)
+    except (TypeError, ValueError, DataError) as error:
+        raise CheckpointError(f"{path}: unusable photo options in its training config ({error})") from None
+    return scorer
 
 
 def decoded_images(paths: Iterable[str | os.PathLike], size: int,

@@ -11,6 +11,10 @@ from torch import nn
 
 from ..settings import check_size
 
+# The largest models facegan builds; a checkpoint declaring more is refused before anything is allocated.
+MAX_WIDTH = 1024
+MAX_Z_DIM = 4096
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -45,8 +49,9 @@ class Architecture:
     def config(self, size: int = 64, z_dim: int | None = None, width: int | None = None) -> ModelConfig:
         """A validated ModelConfig for this architecture, filling unset fields with its defaults."""
         config = ModelConfig(self.name, check_size(size), z_dim or self.z_dim, width or self.width)
-        if config.z_dim < 1 or config.width < 1:
-            raise ValueError("z_dim and width must be positive")
+        if not (1 <= config.z_dim <= MAX_Z_DIM and 1 <= config.width <= MAX_WIDTH):
+            raise ValueError(f"z_dim must be within 1..{MAX_Z_DIM} and width within 1..{MAX_WIDTH}, "
+                             f"got {config.z_dim} and {config.width}")
         return config
 
 

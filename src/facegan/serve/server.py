@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import os
 import socket
@@ -57,16 +58,38 @@ def exposure_warning(host: str, port: int) -> str | None:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A bound socket, so a taken port is an ordinary OSError here, and port 0 tells which port it got."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    """A bound socket, so a taken port is an ordinary error here, and port 0 tells which port it got.
+
+    What goes wrong comes back as one line naming the option at fault (ValueError), not as errno text.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError):  # socket.gaierror; UnicodeError: a label longer than 63 characters
+        raise ValueError(host_error(host)) from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
-    except OSError:
+    except OSError as error:
         sock.close()
-        raise
+        raise ValueError(bind_error(host, port, error)) from None
     return sock
+
+
+def host_error(host: str) -> str:
+    return f"--host {host}: not an address or host name this machine can listen on"
+
+
+def bind_error(host: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRNOTAVAIL:
+        return host_error(host)
+    if error.errno == errno.EADDRINUSE:
+        return f"--port {port}: already in use on {host} (another server?); pick another, or --port 0 for any free one"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return (f"--port {port}: this user may not listen on it (ports below 1024 need administrator rights); "
+                "pick another, or --port 0 for any free one")
+    reason = error.strerror or str(error)
+    return f"cannot listen on {host} port {port}: {reason[0].lower()}{reason[1:]}"
 
 
 def run_server(generator: FaceGenerator, config: ServeConfig) -> None:

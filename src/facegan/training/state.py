@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import checkpoint
 from ..checkpoint import CheckpointError
-from ..data import BatchOrder
+from ..data import BatchOrder, DataError
 from ..models import ModelConfig, build_discriminator, build_generator, get_architecture
 from ..models.layout import to_channels_last
 from ..runs import CHECKPOINT_DIR, checkpoint_path, list_checkpoints, unfinished_checkpoints
@@ -141,23 +141,24 @@ def load_latest(run_dir: Path, resuming: bool = False) -> tuple[Path, dict]:
     raise CheckpointError(f"no usable checkpoint in {run_dir / CHECKPOINT_DIR}: {detail}")
 
 
+TRAINING_SECTIONS = ("config", "model", "G", "G_ema", "D", "opt_g", "opt_d", "progress", "rng")
+
+
 def check_fits(path: Path, saved: dict) -> None:
-    """Raise CheckpointError unless `saved` is a training checkpoint whose tensors fit the model it names."""
+    """Raise CheckpointError unless `saved` is a whole training checkpoint whose config this facegan can use.
+
+    `checkpoint.load` has already checked every section's JSON types, the weights' and Adam moments' dtypes and
+    shapes against the model the file names (built on the meta device), and that the tensors are finite.
+    """
     if saved.get("kind") != "training":
         raise CheckpointError(f"{path}: a {saved.get('kind')!r} checkpoint, not a training checkpoint; cannot resume from it")
+    missing = [name for name in TRAINING_SECTIONS if name not in saved]
+    if missing:
+        raise CheckpointError(f"{path}: a training checkpoint without {', '.join(missing)}; cannot resume from it")
     try:
-        model = ModelConfig(**saved["model"])
-        with torch.device("meta"):  # shapes only, no memory
-            networks = {"G": build_generator(model), "D": build_discriminator(model)}
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: unusable model description ({error})") from None
-    for name, network in (("G", networks["G"]), ("G_ema", networks["G"]), ("D", networks["D"])):
-        expected = {key: tuple(value.shape) for key, value in network.state_dict().items()}
-        found = {key: tuple(value.shape) for key, value in saved.get(name, {}).items()}
-        if found != expected:
-            different = sorted(set(expected.items()) ^ set(found.items()))[0][0]
-            raise CheckpointError(f"{path}: {name} weights do not fit the {model.arch} model it names "
-                                  f"({model.size} px, width {model.width}; e.g. {different!r} differs)")
+        TrainConfig.from_dict(saved["config"]).validate()
+    except (TypeError, ValueError, KeyError, AttributeError, DataError) as error:
+        raise CheckpointError(f"{path}: unusable training config ({error})") from None
 
 
 def _set_aside(path: Path) -> None:
