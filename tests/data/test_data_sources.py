@@ -194,3 +194,26 @@ def test_overlapping_members_are_held_to_a_hundred_times_the_zips_size(tmp_path)
     kept = [name for name, skip in found.items() if skip is None]
     assert len(kept) == 100 * size // blob.size == 100
     assert kept == sorted(found)[:100] and set(found.values()) == {None, "too large"}
+
+
+def test_photo_formats_pillow_cannot_read_are_listed_as_skipped(tmp_path):
+    import zipfile
+
+    import facegan
+    from tests.conftest import write_faces
+
+    folder = write_faces(tmp_path / "photos", 6, nested=False)
+    (folder / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (folder / "notes.txt").write_text("not a photo")
+    dataset = facegan.prepare(folder, size=32, out=tmp_path / "prepared", workers=1, progress=False)
+    assert len(dataset) == 6
+    assert dataset.manifest["skipped"] == [{"source": "IMG_0001.HEIC", "reason": "unsupported format"}]
+    assert dataset.manifest["summary"] == "6 images, 1 skipped: 1 unsupported format"
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(folder / "face000.jpg", "face000.jpg")
+        zipped.writestr("holiday/IMG_2.heif", b"\0" * 32)
+    from facegan.data.sources import find_source
+
+    skips = {entry.name: entry.skip for entry in find_source(archive).entries}
+    assert skips == {"face000.jpg": None, "holiday/IMG_2.heif": "unsupported format"}

@@ -29,6 +29,7 @@ SKIP_REASONS = (
     "too large",
     "unsafe path",
     "unreadable",
+    "unsupported format",
 )
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 

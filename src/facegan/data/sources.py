@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Photo formats people have (phones: HEIC; cameras: raw) that Pillow cannot decode: listed as skipped, not ignored.
+UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".nef", ".arw"})
 SPLITS = ("train", "val", "test")
 CELEBA_IMAGE_DIR = "img_align_celeba"
 CELEBA_PARTITION_FILE = "list_eval_partition.txt"
@@ -113,6 +115,10 @@ def has_image_extension(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_unsupported_photo(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS
+
+
 def find_source(data: str | os.PathLike) -> ImageSource:
     """List the images of ``data``: a CelebA layout dir, any other folder (searched recursively), or a .zip."""
     path = Path(data).expanduser().absolute()
@@ -171,10 +177,13 @@ def _list_folder(root: Path) -> list[SourceEntry]:
     entries = []
     for directory, _subdirs, files in os.walk(root):
         for file_name in files:
-            if not has_image_extension(file_name):
-                continue
             file_path = Path(directory, file_name)
             name = file_path.relative_to(root).as_posix()
+            if is_unsupported_photo(file_name):
+                entries.append(SourceEntry(name, "train", -1, -1, skip="unsupported format"))
+                continue
+            if not has_image_extension(file_name):
+                continue
             try:
                 info = file_path.stat()  # follows symlinks; a symlink loop raises ELOOP
             except OSError:
@@ -200,14 +209,14 @@ def _list_zip(path: Path) -> list[SourceEntry]:
     for member in members:
         if member.is_dir() or member.filename.startswith(_ZIP_JUNK_PREFIXES):
             continue
-        if not has_image_extension(member.filename):
+        if not (has_image_extension(member.filename) or is_unsupported_photo(member.filename)):
             continue
         latest[member.filename] = member  # a name stored twice: the last one, as ZipFile.read takes
     budget = min(MAX_ZIP_TOTAL_BYTES, MAX_COMPRESSION_RATIO * max(path.stat().st_size, _RATIO_FLOOR))
     entries = []
     for name in sorted(latest):
         member = latest[name]
-        skip = _member_skip(member)
+        skip = "unsupported format" if is_unsupported_photo(name) else _member_skip(member)
         if skip is None and member.file_size > budget:
             skip = "too large"  # the zip's whole budget is spent: a bomb spread over many members
         elif skip is None:
