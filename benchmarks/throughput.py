@@ -15,7 +15,12 @@ Writes benchmarks/results/throughput.json (--out) and prints a Markdown summary.
   installed: `pip install "facegan[keras]"`);
 * data: img/s of the training batches alone; generation: img/s at 64 px for batches 1/64/256 and
   one face's latency; inception: FID feature extraction img/s; memory: peak RSS of training and
-  generation, each in a fresh process.
+  generation, each in a fresh process;
+* files: `facegan generate`'s PNG files: faces/s of the shipped 64 px generator alone and of
+  `write_faces` (encoding and writing overlapped with generation) in the same run, their ratio, the
+  plain one-file-after-another loop it replaced, and each PNG compression level's speed and file size.
+
+    python benchmarks/throughput.py --data ../shared/datasets/celeba --only files  # that section alone
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,9 +46,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from facegan.data import PrepareConfig, PreparedDataset, prepare
 from facegan.files import write_atomically
 from facegan.generate.generator import FaceGenerator
+from facegan.generate.writer import COMPRESS_LEVELS, DEFAULT_COMPRESS_LEVEL, png_bytes, write_faces, write_png
 from facegan.models import ARCHITECTURES, build_generator, build_loss, get_architecture
 from facegan.models.layout import to_channels_last
 from facegan.models.precision import native_bf16
+from facegan.settings import usable_cpus
 from facegan.training.config import TrainConfig
 from facegan.training.loop import real_batch, train_step
 from facegan.training.state import TrainingState, create_state, model_config
@@ -51,16 +59,23 @@ HERE = Path(__file__).resolve().parent
 INCEPTION_GFLOP = 5.7  # per 299 px image, forward only
 CPU = torch.device("cpu")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SECTIONS = ("training", "reference", "optimisations", "profile", "keras", "data", "emulated_bf16", "generation",
+            "files", "inception", "memory")
+NEEDS_DATA = set(SECTIONS) - {"generation", "files"}
+FILES_TARGET = 1000  # faces/s that `facegan generate -n 10000 --out DIR` should write on 2 cores
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="face photos (prepared once per size, then reused)")
-    parser.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
+    parser.add_argument("--out", default=None, help="the JSON results (default: results/throughput.json, or "
+                                                     "results/throughput-SECTION.json with --only)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for CI: 32 px, batch 8, 2 timed steps")
     parser.add_argument("--archs", default=",".join(sorted(ARCHITECTURES)))
     parser.add_argument("--skip", default="", help="comma list of sections to leave out: keras, inception, memory, "
-                                                      "optimisations, reference, generation, data")
+                                                      "optimisations, reference, generation, files, data")
+    parser.add_argument("--only", default="", help="comma list of the sections to run, e.g. files (the others "
+                                                   "are skipped)")
     parser.add_argument("--inception", default=None, help="FID Inception weights (else $FACEGAN_INCEPTION or the cache)")
     parser.add_argument("--grid", default=None, help="SIZExBATCH pairs to train, e.g. 64x128,32x128 (default: "
                                                      "64x64,64x128,32x128,128x64)")
@@ -78,10 +93,12 @@ def settings(quick: bool) -> dict:
     if quick:
         return {"grid": [(32, 8)], "precisions": ["fp32"], "warmup": 0, "steps": 1, "reference_batch": 8,
                 "keras_batch": 8, "generation_batches": [1, 8], "optimisation_size": 32, "inception_images": 8, "data_batches": 5,
-                "peak_n": 256}
+                "peak_n": 256, "files_n": 48, "files_batch": 16, "files_levels": [0, DEFAULT_COMPRESS_LEVEL, 6],
+                "files_repeats": 1}
     return {"grid": [(64, 64), (64, 128), (32, 128), (128, 64)], "precisions": ["fp32", "bf16"], "warmup": 1,
             "steps": 5, "reference_batch": 128, "keras_batch": 128, "generation_batches": [1, 64, 256], "optimisation_size": 64,
-            "inception_images": 32, "data_batches": 50, "peak_n": 2048}
+            "inception_images": 32, "data_batches": 50, "peak_n": 2048, "files_n": 4096, "files_batch": 256,
+            "files_levels": list(COMPRESS_LEVELS), "files_repeats": 2}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -361,6 +378,113 @@ def benchmark_generation(size: int, batches: list[int], peaks: dict, precisions:
     return rows
 
 
+def shipped_or_random_generator(precision: str) -> tuple[FaceGenerator, str]:
+    """The shipped 64 px generator (what `facegan generate` runs; its faces set the PNG sizes), or a random
+    dcgan when this install ships none."""
+    import facegan
+
+    try:
+        generator = facegan.load(precision=precision)
+        return generator, f"shipped {Path(generator.info['checkpoint']).name}"
+    except FileNotFoundError:
+        return face_generator(64, precision), "dcgan 64 px, random weights (no shipped model)"
+
+
+def rate_of(n: int, work) -> dict:
+    """faces/s of `work` making n faces, and the CPU time it took per face (all threads; other programs
+    on the machine lower the first, hardly the second), with the 1-minute load average when it started."""
+    load, cpu, started = os.getloadavg()[0], time.process_time(), time.perf_counter()
+    work()
+    seconds = time.perf_counter() - started
+    return {"faces_per_s": n / seconds, "cpu_ms_per_face": (time.process_time() - cpu) / n * 1000, "load_1min": load}
+
+
+def plain_loop(generator: FaceGenerator, n: int, batch: int, folder: Path) -> None:
+    """What `facegan generate` did before write_faces: all faces first, then one `Image.save` after another."""
+    for seed, image in zip(range(n), generator.generate(n, 0, 1.0, batch)):
+        image.save(folder / f"seed{seed:04d}.png")
+
+
+def fresh_folder(root: Path, name: str) -> Path:
+    folder = root / name
+    if folder.exists():
+        for path in folder.iterdir():
+            path.unlink()
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def bytes_per_file(folder: Path) -> float:
+    sizes = [path.stat().st_size for path in folder.iterdir()]
+    return sum(sizes) / len(sizes)
+
+
+def one_thread_ms(work, count: int) -> float:
+    cpu = time.thread_time()
+    work()
+    return (time.thread_time() - cpu) / count * 1000
+
+
+def benchmark_files(n: int, batch: int, levels: list[int], repeats: int, precisions: list[str]) -> dict:
+    """faces/s of the generator alone and of `write_faces` (PNG files at the default level), measured in turns
+    `repeats` times so that both meet the same load, each row's figures the best of its repeats; then the plain
+    loop write_faces replaced, and for every level in `levels` faces/s through write_faces, the file size, and
+    one thread's CPU time per face to encode, and to encode and write."""
+    result = {"what": "facegan generate's PNG files: generator.faces alone vs write_faces (generation, PNG "
+                      "encoding and writing overlapped), faces/s",
+              "n": n, "batch": batch, "compress_level": DEFAULT_COMPRESS_LEVEL, "workers": usable_cpus(),
+              "cpu": environment()["cpu"], "cores": usable_cpus(), "threads": torch.get_num_threads(),
+              "target_faces_per_s": FILES_TARGET, "load_average_start": list(os.getloadavg()), "rows": []}
+    with tempfile.TemporaryDirectory(prefix="facegan-files-") as tmp:
+        root = Path(tmp)
+        for precision in precisions:
+            generator, result["model"] = shipped_or_random_generator(precision)
+            generator.faces(range(batch), batch_size=batch)  # warm-up
+            turns = []
+            for _ in range(repeats):
+                alone = rate_of(n, lambda: generator.faces(range(n), batch_size=batch))
+                folder = fresh_folder(root, "faces")
+                files = rate_of(n, lambda: write_faces(generator, range(n), folder, batch_size=batch))
+                turns.append({"generator": alone, "files": files,
+                              "files_vs_generator": files["faces_per_s"] / alone["faces_per_s"]})
+            best = {what: max(turns, key=lambda turn: turn[what]["faces_per_s"])[what] for what in ("generator", "files")}
+            row = {"precision": precision, "size": generator.size,
+                   "generator_faces_per_s": best["generator"]["faces_per_s"],
+                   "files_faces_per_s": best["files"]["faces_per_s"],
+                   "files_vs_generator": best["files"]["faces_per_s"] / best["generator"]["faces_per_s"],
+                   "generator_cpu_ms_per_face": min(t["generator"]["cpu_ms_per_face"] for t in turns),
+                   "files_cpu_ms_per_face": min(t["files"]["cpu_ms_per_face"] for t in turns),
+                   "repeats": turns}
+            print(f"files {precision}: generator alone {row['generator_faces_per_s']:.0f} faces/s, with PNG files "
+                  f"{row['files_faces_per_s']:.0f} ({row['files_vs_generator']:.0%}); load "
+                  f"{[round(t['generator']['load_1min'], 1) for t in turns]}", file=sys.stderr, flush=True)
+            result["rows"].append(row)
+        generator, _ = shipped_or_random_generator("fp32")
+        folder = fresh_folder(root, "plain")
+        result["plain_loop"] = {**rate_of(n, lambda: plain_loop(generator, n, batch, folder)),
+                                "compress_level": 6, "bytes_per_face": bytes_per_file(folder)}
+        sample = generator.faces(range(min(n, 256)), batch_size=batch)
+        scratch = fresh_folder(root, "scratch")
+        result["levels"] = []
+        for level in levels:
+            folder = fresh_folder(root, "faces")
+            row = {"compress_level": level,
+                   **rate_of(n, lambda: write_faces(generator, range(n), folder, batch_size=batch, compress_level=level)),
+                   "bytes_per_face": bytes_per_file(folder),
+                   "encode_ms_per_face": one_thread_ms(lambda: [png_bytes(face, level) for face in sample], len(sample)),
+                   "write_ms_per_face": one_thread_ms(lambda: [write_png(scratch / f"{i}.png", face, level)
+                                                               for i, face in enumerate(sample)], len(sample))}
+            print(f"files level {level}: {row['faces_per_s']:.0f} faces/s, {row['bytes_per_face']:.0f} B/face, "
+                  f"encoding {row['encode_ms_per_face']:.2f} ms/face, and writing {row['write_ms_per_face']:.2f}",
+                  file=sys.stderr, flush=True)
+            result["levels"].append(row)
+    fp32 = find(result["rows"], precision="fp32")
+    result["files_vs_plain_loop"] = fp32["files_faces_per_s"] / result["plain_loop"]["faces_per_s"]
+    result["meets_target"] = fp32["files_faces_per_s"] >= FILES_TARGET
+    result["load_average_end"] = list(os.getloadavg())
+    return result
+
+
 def benchmark_emulated_bf16(dataset: PreparedDataset, batch: int) -> dict:
     """Where bfloat16 is only emulated: one DCGAN step under bf16 autocast against fp32 (why `train` refuses bf16 there)."""
     rates = {}
@@ -459,6 +583,7 @@ def summarise(result: dict) -> dict:
             for p in s["precisions"]}
     fastest = max((r["img_per_s"] for r in train), default=None)
     generation = [r for r in result.get("generation", []) if r.get("layout", "channels_last") == "channels_last"]
+    files = result.get("files", {})
     return {
         "dcgan_vs_plain_reference": {p: ratio(dcgan[p], reference) for p in s["precisions"]},
         "seed_vs_keras": {p: ratio(seed[p], result["keras"]) for p in s["precisions"]},
@@ -469,6 +594,8 @@ def summarise(result: dict) -> dict:
                                                if r["batch"] == max(s["generation_batches"])},
         "single_face_latency_ms": {r["precision"]: r["latency_ms"] for r in generation if r["batch"] == 1},
         "optimisation_speedups": optimisation_speedups(result.get("optimisations", [])),
+        "files_faces_per_s": {r["precision"]: r["files_faces_per_s"] for r in files.get("rows", [])},
+        "files_vs_generator": {r["precision"]: r["files_vs_generator"] for r in files.get("rows", [])},
         "best_precision": best,
     }
 
@@ -515,6 +642,24 @@ def markdown(result: dict) -> str:
         lines += [f"| {r['precision']} | {r.get('layout', 'channels_last')} | {r['batch']} | {r['img_per_s']:.0f} | "
                   f"{fmt(r['latency_ms'], '.1f') + ' ms' if r['latency_ms'] else ''} | {100 * r['fraction_of_peak']:.0f} |"
                   for r in result["generation"]]
+    files = result.get("files", {})
+    if files.get("rows"):
+        lines += ["", f"PNG files ({files['n']} faces, batch {files['batch']}, level {files['compress_level']}, "
+                      f"{files['workers']} writer threads, {files['model']}):", "",
+                  "| precision | generator alone faces/s | with files faces/s | ratio | CPU ms/face alone, with files |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['precision']} | {r['generator_faces_per_s']:.0f} | {r['files_faces_per_s']:.0f} | "
+                  f"{r['files_vs_generator']:.2f} | {r['generator_cpu_ms_per_face']:.2f}, {r['files_cpu_ms_per_face']:.2f} |"
+                  for r in files["rows"]]
+        lines += ["", f"Load average {files['load_average_start'][0]:.1f} at the start, {files['load_average_end'][0]:.1f} "
+                      f"at the end; {files['cpu']}, {files['cores']} cores."]
+        plain = files["plain_loop"]
+        lines += ["", f"The plain loop (Pillow's level 6, one file after another): {plain['faces_per_s']:.0f} faces/s, "
+                      f"{plain['bytes_per_face']:.0f} B/face.", "",
+                  "| compress level | faces/s | B/face | CPU ms/face to encode, and write (1 thread) |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {r['compress_level']} | {r['faces_per_s']:.0f} | {r['bytes_per_face']:.0f} | "
+                  f"{r['encode_ms_per_face']:.2f}, {r['write_ms_per_face']:.2f} |" for r in files["levels"]]
     data, inception, memory = result.get("data", {}), result.get("inception", {}), result.get("memory", {})
     lines += ["", f"Data pipeline: {fmt(data.get('img_per_s'), '.0f')} img/s. "
               f"Inception features: {fmt(inception.get('img_per_s'))} img/s "
@@ -545,6 +690,12 @@ def main(argv=None) -> dict:
     if args.grid:
         s["grid"] = [tuple(int(v) for v in pair.split("x")) for pair in args.grid.split(",")]
     skip = set(filter(None, args.skip.split(",")))
+    only = [name for name in args.only.split(",") if name]
+    if set(only) - set(SECTIONS):
+        raise SystemExit(f"--only: no section {sorted(set(only) - set(SECTIONS))}; the sections: {', '.join(SECTIONS)}")
+    if only:
+        skip |= set(SECTIONS) - set(only)
+    out = Path(args.out or HERE / "results" / (f"throughput-{'-'.join(only)}.json" if only else "throughput.json"))
     archs = [a for a in args.archs.split(",") if a]
     if not native_bf16(CPU):
         s["precisions"] = ["fp32"]
@@ -565,9 +716,10 @@ def main(argv=None) -> dict:
     peaks = {p: matmul_peak(DTYPES[p], s["peak_n"]) for p in s["precisions"]}
     result["peak_gflop_per_s"] = peaks
     print(f"matmul peak GFLOP/s: {peaks}", file=sys.stderr, flush=True)
-    datasets = {size: prepared(args.data, size) for size in sorted({size for size, _ in s["grid"]} | {64})}
+    sizes = sorted({size for size, _ in s["grid"]} | {64}) if NEEDS_DATA - skip else []  # --only files needs none
+    datasets = {size: prepared(args.data, size) for size in sizes}
     main_batch = max(b for size, b in s["grid"] if size == s["grid"][0][0])
-    seed_size = 32 if 32 in datasets else min(datasets)
+    seed_size = 32 if 32 in datasets or not datasets else min(datasets)
 
     run("training", lambda: benchmark_training(datasets, archs, s, peaks), skipped=[])
     run("reference", lambda: benchmark_reference(datasets[64], s["reference_batch"], s, peaks))
@@ -582,6 +734,8 @@ def main(argv=None) -> dict:
     if not native_bf16(CPU):
         run("emulated_bf16", lambda: benchmark_emulated_bf16(datasets[64], min(32, s["reference_batch"])))
     run("generation", lambda: benchmark_generation(64, s["generation_batches"], peaks, s["precisions"]), skipped=[])
+    run("files", lambda: benchmark_files(s["files_n"], s["files_batch"], s["files_levels"], s["files_repeats"],
+                                         s["precisions"]))
     run("inception", lambda: benchmark_inception(datasets[64], s["inception_images"], args.inception, peaks))
     run("memory", lambda: benchmark_memory(args.data, 64, main_batch, max(s["generation_batches"])))
     result["environment"]["load_average_end"] = list(os.getloadavg())
@@ -590,7 +744,7 @@ def main(argv=None) -> dict:
     rescale_fractions(result, peaks)
     result["summary"] = summarise(result)
     text = json.dumps(result, indent=1) + "\n"
-    write_atomically(Path(args.out), lambda handle: handle.write(text.encode()))
+    write_atomically(out, lambda handle: handle.write(text.encode()))
     print(markdown(result))
     return result
 

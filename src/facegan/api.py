@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from PIL import Image
 
 from .checkpoint import CheckpointError
 from .config import option
@@ -23,6 +22,7 @@ from .data.align import align as _align
 from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
 from .generate.export import ExportConfig, export_generator
+from .generate.writer import write_faces
 from .metrics.evaluate import EvalConfig, GeneratedFaces, result_line
 from .metrics.evaluate import evaluate as _evaluate
 from .metrics.score import ScoreConfig, ScoreResult, score_images
@@ -135,13 +135,8 @@ def generate(config: GenerateConfig) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
         return [path]
-    out = Path(config.out or "faces")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed, face in zip(seeds, generator.faces(seeds, config.truncation, config.batch_size)):
-        paths.append(out / f"seed{seed:04d}.png")
-        Image.fromarray(face).save(paths[-1])
-    return paths
+    return write_faces(generator, seeds, config.out or "faces", config.truncation, config.batch_size,
+                       config.compress_level)
 
 
 def interpolate(config: InterpolateConfig) -> Path:

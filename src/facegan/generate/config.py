@@ -7,6 +7,7 @@ from pathlib import Path
 from ..config import checkpoint_option, device_option, option, precision_option, truncation_option
 from ..models import SEEDS_HELP, parse_seeds
 from .interpolate import MIN_FPS
+from .writer import COMPRESS_LEVELS, DEFAULT_COMPRESS_LEVEL
 
 GRID_FORMATS = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -21,6 +22,9 @@ class GenerateConfig:
     batch_size: int = option(64, "faces computed at once")
     out: str | None = option("faces", "folder for one PNG per face (seedNNNN.png)", flags=("--out", "--outdir"))
     grid: str | None = option(None, "write one grid PNG here instead of single files")
+    compress_level: int = option(DEFAULT_COMPRESS_LEVEL, "PNG compression, zlib's 0 (stored, fastest) to 9; 1 "
+                                 "encodes about 1.4x faster than Pillow's default 6 for files 6% larger",
+                                 choices=COMPRESS_LEVELS)
     ncols: int | None = option(None, "columns of the grid (square when unset)")
     device: str = device_option()
     precision: str = precision_option()
