@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import process_status
+
 import facegan
 
 httpx = pytest.importorskip("httpx", reason="needs httpx (pip install -e '.[test]')")
@@ -175,24 +177,7 @@ def test_503_is_a_documented_response_of_every_image_route(generator):
 # A real server in its own process, flooded over HTTP as in the issue.
 
 def rss_mib(pid: int) -> float:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024
-
-
-@pytest.fixture(scope="module")
-def server(trained_run):
-    command = [sys.executable, "-m", "facegan", "serve", "--checkpoint", str(trained_run), "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        for line in process.stdout:
-            if match := re.search(r"http://\S+", line):
-                yield process.pid, match.group(0)
-                break
-        else:
-            pytest.fail("facegan serve printed no address")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    return process_status(pid)["rss_mib"]
 
 
 # The flooding client runs in a process of its own, so that its work (195 requests at once) does not delay the

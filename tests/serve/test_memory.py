@@ -6,12 +6,11 @@ threads: 40 mixed requests sent at once took it from 278 MiB to 825 MiB (84 thre
 one thread (figures: `python benchmarks/serve.py --memory-only --concurrency 40`).
 """
 import asyncio
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .conftest import process_status
 
 httpx = pytest.importorskip("httpx", reason="needs httpx (pip install -e '.[test]')")
 if not Path("/proc/self/status").exists():
@@ -20,25 +19,7 @@ if not Path("/proc/self/status").exists():
 from facegan.serve.server import limit_malloc_arenas  # noqa: E402
 
 
-def status(pid: int) -> dict:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return {"threads": int(fields["Threads"]), "rss_mib": int(fields["VmRSS"].split()[0]) / 1024}
 
-
-@pytest.fixture(scope="module")
-def server(trained_run):
-    command = [sys.executable, "-m", "facegan", "serve", "--checkpoint", str(trained_run), "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        for line in process.stdout:
-            if match := re.search(r"http://\S+", line):
-                yield process.pid, match.group(0)
-                break
-        else:
-            pytest.fail("facegan serve printed no address")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_requests_in_flight_do_not_add_threads_or_keep_memory(server):
@@ -47,7 +28,7 @@ def test_requests_in_flight_do_not_add_threads_or_keep_memory(server):
     with httpx.Client(base_url=url, timeout=300) as client:
         for path in urls:  # one of each first: the render thread, its OpenMP team and the codecs start here
             client.get(path.format(i=0)).raise_for_status()
-    warm = status(pid)
+    warm = process_status(pid)
 
     async def until_served(client, path):
         # Beyond what the render thread's queue holds, the server answers 503: come back after Retry-After.
@@ -61,7 +42,7 @@ def test_requests_in_flight_do_not_add_threads_or_keep_memory(server):
         assert all(response.status_code == 200 for response in responses)
 
     asyncio.run(all_at_once())
-    after = status(pid)
+    after = process_status(pid)
     assert after["threads"] <= warm["threads"], (warm, after)  # a pool of worker threads would add up to 24
     assert after["rss_mib"] < warm["rss_mib"] + 64, (warm, after)
 
