@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from facegan.data.align import AlignOptions, FaceAligner
-from facegan.data.geometry import TEMPLATES, Similarity, fit_similarity, named_points
+from facegan.data.geometry import TEMPLATES, Similarity, fit_similarity
 from facegan.data.decode import open_rgb
 
 CELEBA_BOX = (46, 86, 136, 177)  # median HOG box on the 178x218 aligned photos (left, top, right, bottom)
