@@ -54,9 +54,9 @@ _DTYPES = {"F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.f
            "BF16": (torch.bfloat16, 2), "I64": (torch.int64, 8), "I32": (torch.int32, 4), "I16": (torch.int16, 2),
            "I8": (torch.int8, 1), "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1)}
 _DTYPE_NAMES = {dtype: name for name, (dtype, _) in _DTYPES.items()}
-# The networks and optimisers a checkpoint may hold, and what builds them.
-NETWORKS = {"G": ("generator", build_generator), "G_ema": ("generator", build_generator),
-            "D": ("discriminator", build_discriminator)}
+# The networks and optimisers a checkpoint may hold, and what builds each kind of network.
+NETWORKS = {"G": "generator", "G_ema": "generator", "D": "discriminator"}
+BUILDERS = {"generator": build_generator, "discriminator": build_discriminator}
 OPTIMIZERS = {"opt_g": "G", "opt_d": "D"}
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-parameter state
 
@@ -334,12 +334,12 @@ def check_state(state: dict[str, Any], kind: str) -> None:
     networks = {name: state[name] for name in NETWORKS if name in state}
     optimizers = {name: state[name] for name in OPTIMIZERS if name in state}
     if model is not None and (networks or optimizers):
-        built = _meta_networks(model, {NETWORKS[name][0] for name in networks}
-                               | {NETWORKS[OPTIMIZERS[name]][0] for name in optimizers})
+        built = _meta_networks(model, {NETWORKS[name] for name in networks}
+                               | {NETWORKS[OPTIMIZERS[name]] for name in optimizers})
         for name, tree in networks.items():
-            _check_network(name, tree, built[NETWORKS[name][0]], model)
+            _check_network(name, tree, built[NETWORKS[name]], model)
         for name, tree in optimizers.items():
-            _check_optimizer(name, tree, built[NETWORKS[OPTIMIZERS[name]][0]], OPTIMIZERS[name])
+            _check_optimizer(name, tree, built[NETWORKS[OPTIMIZERS[name]]], OPTIMIZERS[name])
     if "progress" in state:
         _check_progress(state["progress"], kind)
     if "rng" in state:
@@ -411,9 +411,8 @@ class _NoInitialisation(torch.overrides.TorchFunctionMode):
 
 def build_on_meta(model: ModelConfig, what: str) -> torch.nn.Module:
     """The "generator" or "discriminator" of `model` on the meta device: shapes and dtypes, no memory, no time."""
-    build = {"generator": build_generator, "discriminator": build_discriminator}[what]
     with torch.device("meta"), _NoInitialisation():
-        return build(model)
+        return BUILDERS[what](model)
 
 
 def _meta_networks(model: ModelConfig, which: set[str]) -> dict[str, torch.nn.Module]:
@@ -433,7 +432,7 @@ def _meta_networks(model: ModelConfig, which: set[str]) -> dict[str, torch.nn.Mo
 
 
 def _check_network(name: str, tree: Any, network: torch.nn.Module, model: ModelConfig) -> None:
-    what = NETWORKS[name][0]
+    what = NETWORKS[name]
     fits = (f"{what} weights do not fit the {model.arch} model it names "
             f"({model.size} px, z_dim {model.z_dim}, width {model.width})")
     if not isinstance(tree, dict):

@@ -114,7 +114,7 @@ def claim_run_folder(config: TrainConfig, overwrite: bool) -> tuple[TrainConfig,
     the next numbered folder under runs/. A folder holding a run is refused, or with `overwrite` moved aside."""
     if not config.out:
         for _ in range(1000):
-            path = next_run_dir(f"{config.arch}-{config.size}px")
+            path = next_run_dir(run_label(config))
             try:
                 return replace(config, out=str(path)), _claim(path, exclusive=True)
             except FileExistsError:  # another run took this number first
@@ -132,6 +132,11 @@ def claim_run_folder(config: TrainConfig, overwrite: bool) -> tuple[TrainConfig,
         folder.release()
         raise
     return replace(config, out=str(path)), folder
+
+
+def run_label(config: TrainConfig) -> str:
+    """What a numbered default run folder is named after: `dcgan-64px` in runs/00003-dcgan-64px."""
+    return f"{config.arch}-{config.size}px"
 
 
 def holds_run_message(path: Path) -> str:
@@ -192,7 +197,7 @@ def check_before_launch(config: TrainConfig | None, resume: str | Path | None, o
         return config
     config.validate()
     if not config.out:
-        return replace(config, out=str(next_run_dir(f"{config.arch}-{config.size}px")))
+        return replace(config, out=str(next_run_dir(run_label(config))))
     path = Path(config.out).expanduser()
     _check_out_path(path)
     if path.is_dir():
