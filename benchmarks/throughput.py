@@ -46,7 +46,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from facegan.data import PrepareConfig, PreparedDataset, prepare
 from facegan.files import write_atomically
 from facegan.generate.generator import FaceGenerator
-from facegan.generate.writer import COMPRESS_LEVELS, DEFAULT_COMPRESS_LEVEL, png_bytes, write_faces, write_png
+from facegan.data.images import png_bytes
+from facegan.generate.writer import COMPRESS_LEVELS, DEFAULT_COMPRESS_LEVEL, write_faces, write_png
 from facegan.models import ARCHITECTURES, build_generator, build_loss, get_architecture
 from facegan.models.layout import to_channels_last
 from facegan.models.precision import native_bf16

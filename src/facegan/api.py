@@ -18,6 +18,7 @@ from .config import option
 from .data import DataError, PrepareConfig, PreparedDataset
 from .data import prepare as _prepare
 from .data.align import AlignedFace
+from .data.images import png_bytes
 from .data.align import align as _align
 from .generate import FaceGenerator, load_generator, save_animation
 from .generate.config import GenerateConfig, InterpolateConfig
@@ -49,7 +50,7 @@ USER_ERRORS = (ValueError, DataError, CheckpointError, OSError, RuntimeError)
 __all__ = [
     "ARCHITECTURES", "COMMANDS", "MAX_SEED", "USER_ERRORS", "VERSION", "CheckpointError", "Command", "DataError", "EvalConfig",
     "ExportConfig", "FaceGenerator", "GenerateConfig", "InterpolateConfig", "PrepareConfig", "ScoreConfig",
-    "TrainCommand", "TrainConfig", "align", "evaluate", "export", "generate", "interpolate", "load", "prepare",
+    "TrainCommand", "TrainConfig", "align", "evaluate", "export", "generate", "interpolate", "load", "png_bytes", "prepare",
     "register_command", "score", "train", "train_on_processes",
 ]
 

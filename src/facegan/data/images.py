@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -56,6 +57,13 @@ def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2) ->
         top, left = padding + row * (height + padding), padding + col * (width + padding)
         grid[top : top + height, left : left + width] = image
     return grid
+
+
+def png_bytes(pixels: np.ndarray, compress_level: int = -1) -> bytes:
+    """An H x W x 3 uint8 image as PNG bytes; `compress_level` is zlib's 0-9 (-1: Pillow's default, level 6)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:

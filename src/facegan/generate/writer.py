@@ -8,7 +8,6 @@ batches wait to be written, so memory stays flat however many faces are asked fo
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from ..models import MAX_SEED
+from ..data.images import png_bytes
 from ..settings import usable_cpus
 from .generator import FaceGenerator
 
@@ -33,13 +32,6 @@ COMPRESS_LEVELS = tuple(range(10))
 def face_path(out: Path, seed: int) -> Path:
     """Where face `seed` goes: seedNNNN.png (at least four digits, as `facegan generate` has always named them)."""
     return out / f"seed{seed:04d}.png"
-
-
-def png_bytes(face: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
-    """One H x W x 3 uint8 face as PNG bytes: Pillow's encoder, as `Image.save` writes it at this level."""
-    buffer = io.BytesIO()
-    Image.fromarray(face).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
 
 
 def write_png(path: Path, face: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> Path:

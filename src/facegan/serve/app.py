@@ -16,7 +16,6 @@ import asyncio
 import base64
 import ctypes
 import hashlib
-import io
 import math
 import re
 import threading
@@ -34,10 +33,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
 from pydantic import BaseModel, Field
 
-from ..api import MAX_SEED, FaceGenerator, architecture_summary
+from ..api import MAX_SEED, FaceGenerator, architecture_summary, png_bytes
 
 MAX_GRID = 64
 MAX_FRAMES = 120
@@ -105,12 +103,6 @@ class ModelInfo(BaseModel):
     width: int = Field(description="base channel width of the networks")
     card: dict[str, Any] = Field(description="model-card facts stored with the generator (data, FID, steps ...)")
     limits: Limits = Field(default_factory=Limits)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def upscale(pixels: np.ndarray, scale: int) -> np.ndarray:
