@@ -29,6 +29,7 @@ from .metrics.evaluate import evaluate as _evaluate
 from .metrics.score import ScoreConfig, ScoreResult, score_images
 from .models import ARCHITECTURES, MAX_SEED
 from .runs import run_dir_of
+from .settings import DEFAULT_MODEL, PRETRAINED_DIR, shipped_model
 from .training import TrainConfig, TrainResult
 from .training import train as _train
 from .training.distributed import launch
@@ -42,8 +43,6 @@ def _installed_version() -> str:
 
 
 VERSION = _installed_version()
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "celeba64.safetensors"
 # What a command can fail with that is the user's to fix: the CLI prints these as one line, not a traceback.
 USER_ERRORS = (ValueError, DataError, CheckpointError, OSError, RuntimeError)
 
@@ -56,12 +55,11 @@ __all__ = [
 
 
 def default_model_path() -> Path:
-    """The generator shipped inside the package."""
-    path = PRETRAINED_DIR / DEFAULT_MODEL
-    if not path.exists():
-        raise FileNotFoundError(
-            f"this facegan install ships no default model ({path} is missing); pass a checkpoint or run directory"
-        )
+    """The model shipped inside the package."""
+    path = shipped_model(DEFAULT_MODEL)
+    if path is None:
+        raise FileNotFoundError(f"this facegan install ships no default model ({PRETRAINED_DIR / DEFAULT_MODEL}"
+                                ".safetensors is missing); pass a checkpoint or run directory")
     return path
 
 
@@ -150,14 +148,15 @@ def interpolate(config: InterpolateConfig) -> Path:
 
 def score(checkpoint: str | os.PathLike | None = None, images=(), *, config: ScoreConfig | None = None,
           **options) -> ScoreResult:
-    """P(real photo) per image from the discriminator of a training checkpoint, as `facegan score` does.
+    """P(real photo) per image from the discriminator of a training checkpoint (the shipped model's when None),
+    as `facegan score` does.
 
     >>> result = facegan.score("runs/mine", ["photos/", "faces/seed0001.png"])
     >>> result.mean, result.above_threshold, result.scores[0].probability
     """
     if config is None:
         paths = [images] if isinstance(images, (str, os.PathLike)) else images
-        config = ScoreConfig(checkpoint=str(checkpoint or ""), images=tuple(map(str, paths)), **options)
+        config = ScoreConfig(checkpoint=str(checkpoint or DEFAULT_MODEL), images=tuple(map(str, paths)), **options)
     return score_images(config)
 
 

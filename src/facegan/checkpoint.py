@@ -36,7 +36,7 @@ from .files import write_atomically
 from .models import ModelConfig, build_discriminator, build_generator, get_architecture
 from .models.registry import MAX_WIDTH, MAX_Z_DIM
 from .runs import CHECKPOINT_DIR, CHECKPOINT_PATTERN, list_checkpoints
-from .settings import SIZES
+from .settings import SIZES, shipped_model
 
 FORMAT = "facegan-checkpoint"
 FORMAT_VERSION = 2  # 2: sha256 checksum in the metadata
@@ -76,8 +76,12 @@ class _Unusable(Exception):
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file as is; a run directory gives its newest checkpoint."""
+    """A checkpoint file as is; a run directory gives its newest checkpoint; a shipped model's name (`celeba64`)
+    its file, unless a file or folder of that name is in the working directory."""
     path = Path(path)
+    shipped = None if path.exists() else shipped_model(str(path))
+    if shipped is not None:
+        return shipped
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
@@ -344,7 +348,7 @@ def check_state(state: dict[str, Any], kind: str) -> None:
         _check_progress(state["progress"], kind)
     if "rng" in state:
         _check_rng(state["rng"])
-    for name in ("info", "config", "data"):
+    for name in ("info", "config", "data", "augment"):
         if name in state and not isinstance(state[name], dict):
             raise _Unusable(f"{name} is a JSON {_json_type(state[name])}, not a dict")
     if "config" in state and not isinstance(state["config"].get("prepare", {}), dict):
@@ -442,12 +446,20 @@ def _check_network(name: str, tree: Any, network: torch.nn.Module, model: ModelC
         if key not in expected:
             raise _Unusable(f"{fits}: {name} holds {_short(key)}, which the model has not", whole=True)
         want = _spec(key, expected[key])
-        if not isinstance(value, TensorSpec) or (value.dtype, value.shape) != (want.dtype, want.shape):
+        if not isinstance(value, TensorSpec) or (_stored_dtype(value, want), value.shape) != (want.dtype, want.shape):
             found = value.describe() if isinstance(value, TensorSpec) else f"a JSON {_json_type(value)}"
             raise _Unusable(f"{fits}: {name}.{key} is {found}, the model needs {want.describe()}", whole=True)
     absent = [key for key in expected if key not in tree]
     if absent:
         raise _Unusable(f"{fits}: {name} lacks {_short(absent[0])}", whole=True)
+
+
+HALF_DTYPES = ("F16", "BF16")  # a float weight may be stored at half size (the shipped file's discriminator); loading casts
+
+
+def _stored_dtype(value: TensorSpec, want: TensorSpec) -> str:
+    """The dtype `value` counts as: a half-size float where the model's weight is float32 counts as float32."""
+    return want.dtype if want.dtype == "F32" and value.dtype in HALF_DTYPES else value.dtype
 
 
 def _check_optimizer(name: str, tree: Any, network: torch.nn.Module, owner: str) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 SIZES = (32, 64, 128)  # the square image sizes that data, models and commands support
 CACHE_ENV = "FACEGAN_CACHE"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # the models shipped inside the package
+DEFAULT_MODEL = "celeba64"  # the shipped model `generate`, `serve` and `score` use when given none
 
 
 def check_size(size: int) -> int:
@@ -13,6 +15,12 @@ def check_size(size: int) -> int:
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(map(str, SIZES))}, got {size}")
     return size
+
+
+def shipped_model(name: str) -> Path | None:
+    """The file of the shipped model called `name` (`celeba64`), or None when no shipped model has that name."""
+    path = PRETRAINED_DIR / f"{name}.safetensors"
+    return path if "/" not in name and path.is_file() else None
 
 
 def cache_root() -> Path:

@@ -4,13 +4,13 @@ import socket
 
 import pytest
 
-import facegan.api
+import facegan.settings
 from facegan.cli import main
 from facegan.serve.server import bind_error, exposure_warning, page_url
 
 
 def test_without_a_shipped_model_serve_says_what_to_pass(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(facegan.api, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(facegan.settings, "PRETRAINED_DIR", tmp_path)
     assert main(["serve"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("facegan serve: error:") and "ships no default model" in error

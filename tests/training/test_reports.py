@@ -9,7 +9,7 @@ GRID_32 = 8 * 32 + 9 * 2  # 64 faces of 32 px, 2 px apart
 def test_progress_gif_has_one_frame_per_sample_grid(trained_run):
     frames = iio.imread(trained_run / "progress.gif", index=None)
     grids = sorted((trained_run / "samples").glob("step-*.png"))
-    assert frames.shape == (len(grids), GRID_32, GRID_32, 3) and len(grids) == 2
+    assert frames.shape == (len(grids), GRID_32, GRID_32, 3) and len(grids) == 3  # after step 1, then every 2
     last = np.asarray(Image.open(grids[-1]).convert("RGB"))
     assert np.abs(frames[-1].astype(int) - last.astype(int)).mean() < 8, "the last frame is the last grid (GIF palette)"
 

@@ -27,7 +27,7 @@ def tensors_of(path: Path) -> dict[str, torch.Tensor]:
 def test_short_run_writes_everything(trained_run):
     assert [p.name for p in list_checkpoints(trained_run)] == ["ckpt-00000004.safetensors", "ckpt-00000002.safetensors"]
     samples = sorted(p.name for p in (trained_run / "samples").glob("*.png"))
-    assert samples == ["step-00000002.png", "step-00000004.png"]
+    assert samples == ["step-00000001.png", "step-00000002.png", "step-00000004.png"]  # the first step, then every 2
     for name in ("progress.gif", "losses.png", "log.jsonl"):
         assert (trained_run / name).stat().st_size > 0, name
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))

@@ -79,10 +79,13 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "auto",
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     path = resolve_checkpoint(path)
-    has_info = "info" in checkpoint.read_metadata(path, verify=False)  # header only; load() verifies the file once
-    saved = checkpoint.load(path, sections=["model", "G_ema", *(["info"] if has_info else [])])
+    metadata = checkpoint.read_metadata(path, verify=False)  # header only; load() verifies the file once
+    saved = checkpoint.load(path, sections=["model", "G_ema", *[name for name in ("info", "config") if name in metadata]])
     network, model = checkpoint.rebuild_network(path, saved, "G_ema", build_generator, "generator")
     info = {**saved.get("info", {}), "checkpoint": str(path)}  # the file it came from, whatever its card says
+    started_from = saved.get("config", {}).get("init")
+    if started_from and isinstance(started_from, str):  # a fine-tuned run: the model it started from
+        info["started from"] = started_from
     network = to_channels_last(network.to(device).eval().requires_grad_(False))
     return FaceGenerator(network, model, info, device, precision)
 

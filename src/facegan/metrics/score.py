@@ -32,6 +32,7 @@ from ..data.sources import ImageReader, find_source
 from ..files import write_atomically
 from ..models import ModelConfig, build_discriminator
 from ..models.device import resolve_device
+from ..settings import DEFAULT_MODEL
 
 THRESHOLD = 0.5
 MIN_SIDE = 1  # score any decodable image, however small
@@ -39,7 +40,8 @@ MIN_SIDE = 1  # score any decodable image, however small
 
 @dataclass
 class ScoreConfig:
-    checkpoint: str = option("", "training checkpoint or run directory; its discriminator does the scoring")
+    checkpoint: str = option(DEFAULT_MODEL, "training checkpoint, run directory or shipped model; its discriminator "
+                                            "does the scoring")
     images: tuple[str, ...] = option((), "image files, folders (searched recursively) or .zip files")
     align: bool | None = option(None, "find and align each face as `prepare --align` does; "
                                       "None: as the checkpoint's training run did")
@@ -48,7 +50,7 @@ class ScoreConfig:
 
     def validate(self) -> None:
         if not self.checkpoint:
-            raise ValueError("--checkpoint is required: a training checkpoint or run directory")
+            raise ValueError("--checkpoint must name a training checkpoint, run directory or shipped model")
         if not self.images:
             raise ValueError("no images to score: pass image files, folders or .zip files")
 
@@ -135,16 +137,17 @@ class RealFakeScorer:
 
 
 def load_discriminator(path: str | os.PathLike, device: str | torch.device = "auto") -> RealFakeScorer:
-    """The discriminator of a training checkpoint (or the newest one of a run directory)."""
+    """The discriminator of a training checkpoint (or the newest one of a run directory, or a shipped model)."""
     path = resolve_checkpoint(path)
-    if "D" not in checkpoint.read_metadata(path, verify=False):  # header only; load() below verifies the file
+    metadata = checkpoint.read_metadata(path, verify=False)  # header only; load() below verifies the file
+    if "D" not in metadata:
         raise CheckpointError(f"{path}: holds no discriminator (a generator-only file); "
-                              "scoring needs a training checkpoint or run directory")
-    saved = checkpoint.load(path, sections=["model", "D", "progress", "config"])
+                              "scoring needs a training checkpoint, a run directory or the shipped model")
+    saved = checkpoint.load(path, sections=["model", "D", *[name for name in ("progress", "config") if name in metadata]])
     network, model = checkpoint.rebuild_network(path, saved, "D", build_discriminator, "discriminator")
     device = resolve_device(device)
     scorer = RealFakeScorer(network.to(device).eval().requires_grad_(False), model, path,
-                            saved["progress"].get("step"), device, saved["config"])
+                            saved.get("progress", {}).get("step"), device, saved.get("config", {}))
     try:  # the run's photo options, checked now rather than half-way through scoring
         scorer.align_options(align=True)
     except (TypeError, ValueError, DataError) as error:

@@ -8,19 +8,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import diff_augment
+from .augment import ADAPTIVE, AdaptiveAugment, diff_augment
+
+
+def discriminator_stats(loss: Tensor, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """What the loop logs of a discriminator update; `r_t`, the mean sign of D on real images, is ADA's overfitting
+    signal (near 1: D is sure of every training photo)."""
+    real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+    return {"loss_d": loss.detach(), "d_real": torch.sigmoid(real_logits).mean(),
+            "d_fake": torch.sigmoid(fake_logits).mean(), "r_t": real_logits.float().sign().mean()}
 
 
 class NonSaturatingLoss:
     """The original GAN loss with the non-saturating generator objective (Goodfellow et al. 2014), as BCE on logits.
 
-    `augment` names DiffAugment transforms applied to everything the discriminator sees.
+    `augment` names DiffAugment transforms applied to everything the discriminator sees, or is ["ada"]: then
+    `adaptive` is the ADA pipeline, whose probability the training loop adjusts.
     """
 
     def __init__(self, augment: list[str] | tuple[str, ...] = ()):
         self.augment = list(augment)
+        self.adaptive = AdaptiveAugment() if self.augment == [ADAPTIVE] else None
 
     def _scores(self, D: nn.Module, images: Tensor) -> Tensor:
+        if self.adaptive is not None:
+            return D(self.adaptive(images))
         return D(diff_augment(images, self.augment)) if self.augment else D(images)
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -29,12 +41,7 @@ class NonSaturatingLoss:
         loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         loss = loss_real + loss_fake
-        stats = {
-            "loss_d": loss.detach(),
-            "d_real": torch.sigmoid(real_logits.detach()).mean(),
-            "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
-        }
-        return loss, stats
+        return loss, discriminator_stats(loss, real_logits, fake_logits)
 
     def generator_loss(self, D: nn.Module, fake: Tensor, real: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self._scores(D, fake)
@@ -61,11 +68,7 @@ class R1Loss(NonSaturatingLoss):
         real_logits = self._scores(D, real)
         fake_logits = self._scores(D, fake)
         loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-        stats = {
-            "loss_d": loss.detach(),
-            "d_real": torch.sigmoid(real_logits.detach()).mean(),
-            "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
-        }
+        stats = discriminator_stats(loss, real_logits, fake_logits)
         if regularize:
             (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
             penalty = grad.float().square().sum(dim=[1, 2, 3]).mean()

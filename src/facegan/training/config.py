@@ -26,6 +26,9 @@ class TrainConfig:
     prepare: PrepareConfig = field(default_factory=_no_photos, metadata={"nested": True, "skip": ("out",)})
     out: str | None = option(None, "run folder for checkpoints, samples, logs: a new or empty one (default: a new "
                                    "numbered folder runs/NNNNN-ARCH-SIZEpx)")
+    init: str | None = option(None, "fine-tune: start from this trained model's weights (a shipped model such as "
+                                    "celeba64, a run directory or a checkpoint file); it decides the architecture, "
+                                    "size, latent size and width")
     arch: str = option("dcgan", "architecture (`facegan archs` describes them)", choices=tuple(sorted(ARCHITECTURES)))
     z_dim: int | None = option(None, "latent size (architecture default when unset)")
     width: int | None = option(None, "base channel/unit count (architecture default when unset)")
@@ -40,13 +43,17 @@ class TrainConfig:
     mirror: bool = option(True, "randomly flip training faces left-right")
     ema_kimg: float = option(10.0, "half-life of the generator's moving average, in thousand images")
     ema_rampup: float = option(0.05, "early in training the EMA half-life is at most this fraction of images seen (0: off)")
-    augment: str = option("auto", "DiffAugment policy for the discriminator: auto (architecture default), none, "
-                          "or a comma list of color, translation, cutout")
-    precision: str = precision_option()
+    augment: str = option("auto", "augmentation of what the discriminator sees: ada (adaptive), none, a fixed "
+                          "DiffAugment list of color, translation, cutout, or auto: ada for fewer than 5,000 photos, "
+                          "else the architecture's default")
+    ada_target: float = option(0.6, "ada raises its probability while the mean sign of D on real photos is above this")
+    ada_kimg: float = option(100.0, "ada's probability can move from 0 to 1 in this many thousand images")
+    precision: str = precision_option("auto")
     device: str = device_option()
-    sample_every: int = option(500, "write a sample grid every N steps")
+    sample_every: int = option(500, "write a sample grid every N steps (and after the first)")
+    sample_minutes: float = option(2.0, "also write a sample grid when this many minutes passed since the last one")
     checkpoint_every: int = option(1000, "write a checkpoint every N steps")
-    log_every: int = option(50, "log losses every N steps")
+    log_every: int = option(50, "log losses every N steps (and after the first, and at least every 30 seconds)")
     keep: int = option(3, "keep the last K checkpoints")
     progress: bool = option(True, "show a progress bar")
 
@@ -77,6 +84,12 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.augment != "auto":
             parse_policy(self.augment)
+        for name in ("ada_kimg", "sample_minutes"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
+        if not 0 < self.ada_target < 1:
+            raise ValueError(f"--ada-target must be between 0 and 1, got {self.ada_target}")
         if not (math.isfinite(self.ema_kimg) and self.ema_kimg > 0):
             raise ValueError(f"--ema-kimg must be positive and finite, got {self.ema_kimg}")
         if not (math.isfinite(self.ema_rampup) and self.ema_rampup >= 0):

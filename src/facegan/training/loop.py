@@ -1,6 +1,7 @@
 """One training loop for every architecture: the loss decides what each phase computes."""
 from __future__ import annotations
 
+import math
 import pickle
 import signal
 import sys
@@ -18,11 +19,15 @@ from ..models import ModelConfig, build_loss, latents_from_seeds
 from ..models.device import resolve_device
 from ..models.precision import EmulatedBF16Error, autocast, emulation_reason, resolve_precision
 from . import distributed, guard, reporting
+from .ada import AdaController, augment_policy
 from .config import RESUME_OPTIONS, TrainConfig
+from .init import InitWeights, configure, init_notice, load_into, read_init, small_data_hint
+from ..settings import shipped_model
 from ..runs import RunFolder, RunFolderBusy, RunLock, checkpoint_path, holds_run, list_checkpoints, next_run_dir
 from .state import TrainingState, create_state, load_latest, model_config
 
 SAMPLE_SEEDS = range(64)
+LOG_SECONDS = 30.0  # a log line at least this often, however slow the steps
 
 
 @dataclass
@@ -196,6 +201,8 @@ def check_before_launch(config: TrainConfig | None, resume: str | Path | None, o
             _probe_lock(run_dir, f"`--resume {run_dir}` can continue it once that process has stopped")
         return config
     config.validate()
+    if config.init:
+        config, _ = with_init(config)
     if not config.out:
         return replace(config, out=str(next_run_dir(run_label(config))))
     path = Path(config.out).expanduser()
@@ -205,6 +212,14 @@ def check_before_launch(config: TrainConfig | None, resume: str | Path | None, o
         if holds_run(path) and not overwrite:
             raise ValueError(holds_run_message(path))
     return config
+
+
+def with_init(config: TrainConfig) -> tuple[TrainConfig, InitWeights]:
+    """`config` set up from the model `--init` names (its architecture, and the source recorded as a file path,
+    or as the shipped model's name), and that model's weights."""
+    init = read_init(config.init)
+    recorded = config.init if shipped_model(config.init) == init.source else str(init.source.absolute())
+    return replace(configure(config, init), init=recorded), init
 
 
 def _probe_lock(run_dir: Path, advice: str) -> None:
@@ -308,6 +323,8 @@ def train_step(state: TrainingState, loss, real: torch.Tensor, device: torch.dev
     state.step += 1
     state.images_seen += state.batch
     update_ema(state)
+    if state.ada is not None:
+        state.ada.observe(stats_d, state.step, state.batch)
     return {**stats_d, **stats_g}
 
 
@@ -359,7 +376,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
     """
     folder = None  # rank 0's claim on the run folder
     try:
-        saved = None
+        saved = init = None
         if resume is not None:
             if overwrite:
                 raise ValueError(OVERWRITE_ON_RESUME)
@@ -367,6 +384,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
         else:
             config.validate()
             config = replace(config, prepare=replace(config.prepare, data=absolute_data(config.data)))
+            if config.init:
+                config, init = with_init(config)
         config.validate()
         device = distributed.rank_device(resolve_device(config.device))
         config = runnable_precision(config, device, resuming=saved is not None)
@@ -381,13 +400,24 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
             dataset = load_dataset(config)
         data_changed = saved is not None and check_data(saved, dataset, allow_changed_data)
         model = model_config(config)
-        state = create_state(config, model, dataset.split_indices(config.split), device)
+        indices = dataset.split_indices(config.split)
+        state = create_state(config, model, indices, device)
         state.data = {"content_hash": dataset.content_hash, "images": len(dataset)}
+        loss = build_loss(model, augment_policy(config.augment, config.arch, len(indices)))
+        if loss.adaptive is not None:
+            state.ada = AdaController(loss.adaptive, config.ada_target, config.ada_kimg)
         if saved is not None:
             state.load_checkpoint(saved, data_changed)
         else:
+            if init is not None:
+                load_into(state, init)
+            if distributed.is_main():
+                for line in (init_notice(init) if init else None, small_data_hint(len(indices), config),
+                             describe_augment(loss, config)):
+                    if line:
+                        print(line, file=sys.stderr)
             torch.manual_seed(config.seed + 1)
-        loss = distributed.parallelise(state, build_loss(model, config.augment), device)
+        loss = distributed.parallelise(state, loss, device)
         state.G.train()
         state.D.train()
         return run_loop(state, loss, dataset, run_dir, device, resumed=saved is not None, folder=folder)
@@ -398,6 +428,14 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
     finally:
         if folder is not None:
             folder.release()
+
+
+def describe_augment(loss, config: TrainConfig) -> str | None:
+    if config.augment != "auto":
+        return None
+    if loss.adaptive is not None:
+        return "augment: ada (adaptive augmentation, the default for fewer than 5,000 photos)"
+    return f"augment: {', '.join(loss.augment) or 'none'} (the {config.arch} default)"
 
 
 def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool, folder: RunFolder | None = None) -> TrainResult:
@@ -411,8 +449,8 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool, folder:
             board = reporting.TensorBoard(run_dir, purge_step=state.step + 1 if resumed else None)
     started = time.monotonic()
     last_log_time, last_log_images = started, state.images_seen
-    total = config.steps
-    bar = tqdm(total=total, initial=state.step, disable=not (config.progress and main), unit="step", dynamic_ncols=True)
+    last_sample_time = started
+    bar = progress_bar(config, state, enabled=config.progress and main)
     stopped_by = None
     try:
         with StopFlag() as stop:
@@ -424,22 +462,26 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool, folder:
                 stats = train_step(state, loss, real_batch(state, dataset, device), device)
                 guard.check_losses(stats, state.step, run_dir)
                 state.train_seconds += time.monotonic() - step_started
-                bar.update(1)
-                if state.step % config.log_every == 0:
+                now = time.monotonic()
+                bar.advance(now - started)
+                on_schedule = state.step % config.log_every == 0
+                if on_schedule:  # every rank takes part; logs between these (time-based) show rank 0's own values
                     stats = distributed.mean_over_ranks(stats)
-                if main and state.step % config.log_every == 0:
-                    now = time.monotonic()
+                if main and (on_schedule or state.step == 1 or now - last_log_time >= LOG_SECONDS):
                     rate = (state.images_seen - last_log_images) / max(now - last_log_time, 1e-9)
                     last_log_time, last_log_images = now, state.images_seen
-                    record = {"step": state.step, "kimg": state.images_seen / 1000, "img_per_s": rate,
-                              **{k: float(v) for k, v in stats.items()}}
+                    record = log_record(state, stats, rate)
                     with guard.writing(f"the loss log {log.path}", folder, state.step):
                         log.append(record)
                     with guard.writing(f"TensorBoard events in {run_dir / reporting.TENSORBOARD_DIR}", folder, state.step):
                         board.scalars(state.step, {f"loss/{k}": v for k, v in record.items() if k.startswith("loss")})
                         board.scalars(state.step, {"speed/img_per_s": rate})
-                    bar.set_postfix(img_s=f"{rate:.0f}", D=f"{record['loss_d']:.3f}", G=f"{record['loss_g']:.3f}")
-                if main and state.step % config.sample_every == 0:
+                        if "augment_p" in record:
+                            board.scalars(state.step, {"augment/p": record["augment_p"], "augment/r_t": record["r_t"]})
+                    bar.show(record)
+                if main and (state.step % config.sample_every == 0 or state.step == 1
+                             or now - last_sample_time >= config.sample_minutes * 60):
+                    last_sample_time = now
                     write_samples(state, run_dir, board, device, folder)
                 if main and state.step % config.checkpoint_every == 0:
                     guard.save(state, run_dir, config.keep, folder)
@@ -452,6 +494,46 @@ def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool, folder:
         raise
     distributed.barrier()
     return TrainResult(run_dir, path, state.step, state.images_seen, state.train_seconds, stopped_by)
+
+
+def log_record(state: TrainingState, stats: dict, rate: float) -> dict:
+    record = {"step": state.step, "kimg": state.images_seen / 1000, "img_per_s": rate,
+              **{k: float(v) for k, v in stats.items()}}
+    if state.ada is not None:
+        record["augment_p"] = state.ada.p
+    return record
+
+
+class ProgressBar:
+    """tqdm over the run's budget: steps for --steps and --kimg (with an ETA), seconds for a --minutes budget."""
+
+    def __init__(self, bar: tqdm, in_seconds: bool):
+        self.bar, self.in_seconds = bar, in_seconds
+
+    def advance(self, elapsed: float) -> None:
+        self.bar.update(round(elapsed) - self.bar.n if self.in_seconds else 1)
+
+    def show(self, record: dict) -> None:
+        shown = {"img_s": f"{record['img_per_s']:.0f}", "D": f"{record['loss_d']:.3f}", "G": f"{record['loss_g']:.3f}"}
+        if self.in_seconds:
+            shown["step"] = record["step"]
+        if "augment_p" in record:
+            shown["p"] = f"{record['augment_p']:.2f}"
+        self.bar.set_postfix(shown)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def progress_bar(config: TrainConfig, state: TrainingState, enabled: bool) -> ProgressBar:
+    totals = [config.steps] if config.steps is not None else []
+    kimg = config.budget_kimg()
+    if kimg is not None:
+        totals.append(math.ceil(kimg * 1000 / state.batch))
+    common = {"disable": not enabled, "dynamic_ncols": True}
+    if totals:
+        return ProgressBar(tqdm(total=min(totals), initial=state.step, unit="step", **common), in_seconds=False)
+    return ProgressBar(tqdm(total=round(config.minutes * 60), unit="s", **common), in_seconds=True)
 
 
 def finish_run(state: TrainingState, run_dir: Path, board, device, stopped_by: str, folder: RunFolder | None = None) -> Path:

@@ -60,7 +60,14 @@ def plot_losses(run_dir: Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.set_title("facegan training losses")
     ax.grid(alpha=0.3)
-    ax.legend()
+    lines, labels = ax.get_legend_handles_labels()
+    if any("augment_p" in r for r in records):  # adaptive augmentation's probability, on a 0..1 axis of its own
+        right = ax.twinx()
+        right.plot(kimg, [r.get("augment_p", np.nan) for r in records], color="tab:green", linewidth=1)
+        right.set_ylabel("augmentation probability p")
+        right.set_ylim(0, 1)
+        lines, labels = lines + right.get_lines(), labels + ["augmentation p"]
+    ax.legend(lines, labels)
     fig.tight_layout()
     path = run_dir / PLOT_NAME
     fig.savefig(path)

@@ -15,6 +15,7 @@ from ..data import BatchOrder, DataError
 from ..models import ModelConfig, build_discriminator, build_generator, get_architecture
 from ..models.layout import to_channels_last
 from ..runs import CHECKPOINT_DIR, checkpoint_path, list_checkpoints, unfinished_checkpoints
+from .ada import AdaController
 from .config import TrainConfig
 
 
@@ -36,6 +37,8 @@ class TrainingState:
     # What the training step runs: G and D themselves, or under torchrun their DistributedDataParallel wrappers.
     G_train: nn.Module | None = None
     D_train: nn.Module | None = None
+    # Adaptive augmentation's controller when the run uses `--augment ada`: its probability is part of the state.
+    ada: AdaController | None = None
 
     def __post_init__(self) -> None:
         self.G_train = self.G if self.G_train is None else self.G_train
@@ -59,6 +62,7 @@ class TrainingState:
                          "order": self.order.state_dict()},
             "rng": rng_state(),
             **({"data": self.data} if self.data is not None else {}),
+            **({"augment": self.ada.state_dict()} if self.ada is not None else {}),
         }
 
     def load_checkpoint(self, saved: dict, data_changed: bool = False) -> None:
@@ -75,6 +79,11 @@ class TrainingState:
         if data_changed and isinstance(order.get("position"), int):
             order = {**order, "position": min(order["position"], len(self.order.indices))}
         self.order.load_state_dict(order)
+        if self.ada is not None and "augment" in saved:  # a checkpoint from before ada was added starts at p = 0
+            try:
+                self.ada.load_state_dict(saved["augment"])
+            except ValueError as error:
+                raise CheckpointError(f"unusable checkpoint ({error})") from None
         set_rng_state(saved["rng"])
 
 
@@ -105,8 +114,15 @@ def create_state(config: TrainConfig, model: ModelConfig, indices, device: torch
     settings = arch.optimizer
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=settings.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=settings.betas)
-    order = BatchOrder(indices, config.batch or arch.batch_size, config.seed)
+    order = BatchOrder(indices, config.batch or default_batch(arch.batch_size, len(indices)), config.seed)
     return TrainingState(config, model, G, G_ema, D, opt_g, opt_d, order)
+
+
+def default_batch(architecture_batch: int, images: int) -> int:
+    """The architecture's batch size, or for fewer photos than that the largest power of two they fill."""
+    if images >= architecture_batch or images < 1:
+        return architecture_batch
+    return 1 << (images.bit_length() - 1)
 
 
 def save_checkpoint(state: TrainingState, run_dir: Path, keep: int) -> Path:

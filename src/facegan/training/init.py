@@ -1,0 +1,84 @@
+"""`--init MODEL`: a new run that starts from a trained model's weights (fine-tuning) instead of random ones.
+
+The source gives the architecture, size, latent size and width, the generator, its moving average and,
+when it has one, the discriminator. Optimiser moments, counters and data order start fresh: this is a new
+run, unlike `--resume`, which continues one exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .. import checkpoint
+from ..checkpoint import CheckpointError, resolve_checkpoint
+from ..models import ModelConfig
+from .ada import SMALL_DATA
+from .config import TrainConfig
+
+MODEL_OPTIONS = ("arch", "size", "z_dim", "width")  # what the source model decides
+
+
+@dataclass
+class InitWeights:
+    source: Path
+    model: ModelConfig
+    networks: dict  # "G", "G_ema" and, when the source has one, "D": state dicts
+
+    @property
+    def has_discriminator(self) -> bool:
+        return "D" in self.networks
+
+
+def read_init(spec: str) -> InitWeights:
+    """The weights `--init` names: a shipped model's name (`celeba64`), a run directory or a checkpoint file."""
+    path = resolve_checkpoint(spec)
+    metadata = checkpoint.read_metadata(path, verify=False)  # header only; load() below verifies the file
+    generators = [name for name in ("G", "G_ema") if name in metadata]
+    if not generators:
+        raise CheckpointError(f"{path}: holds no generator weights, so --init cannot start from it "
+                              "(give a training checkpoint, a run directory or a shipped model such as celeba64)")
+    saved = checkpoint.load(path, sections=["model", *generators, *(["D"] if "D" in metadata else [])])
+    model = ModelConfig(**saved["model"])
+    networks = {"G": saved.get("G", saved.get("G_ema")), "G_ema": saved.get("G_ema", saved.get("G"))}
+    if "D" in saved:
+        networks["D"] = saved["D"]
+    return InitWeights(path, model, networks)
+
+
+def configure(config: TrainConfig, init: InitWeights) -> TrainConfig:
+    """`config` with the source model's architecture, size, latent size and width; ValueError where the command
+    line asked for others."""
+    source = {"arch": init.model.arch, "size": init.model.size, "z_dim": init.model.z_dim, "width": init.model.width}
+    given = config.given_options()
+    conflicts = [f"--{name.replace('_', '-')} {given[name]}" for name in MODEL_OPTIONS
+                 if name in given and given[name] != source[name]]
+    if conflicts:
+        model = f"{init.model.arch}, {init.model.size} px, z-dim {init.model.z_dim}, width {init.model.width}"
+        raise ValueError(f"--init {config.init} is a {model} model, so {', '.join(conflicts)} cannot apply; "
+                         "leave these options out (a fine-tuned run keeps its source's architecture)")
+    return replace(config, arch=init.model.arch, z_dim=init.model.z_dim, width=init.model.width,
+                   prepare=replace(config.prepare, size=init.model.size))
+
+
+def load_into(state, init: InitWeights) -> None:
+    """Copy the source's weights into a fresh training state; a source without a discriminator keeps the fresh one."""
+    for name, weights in init.networks.items():
+        getattr(state, name).load_state_dict(weights)
+
+
+def init_notice(init: InitWeights) -> str:
+    started = f"starting from {init.source} ({init.model.arch}, {init.model.size} px)"
+    if init.has_discriminator:
+        return started
+    return (f"{started}; it holds no discriminator, so the discriminator starts from random weights "
+            "(a training checkpoint or run directory, or the shipped celeba64, carries one)")
+
+
+def small_data_hint(images: int, config: TrainConfig) -> str | None:
+    """One line suggesting fine-tuning when a new run from nothing has few photos (under SMALL_DATA, below which
+    training from nothing rarely gives faces anyone keeps); None otherwise."""
+    if config.init or images >= SMALL_DATA:
+        return None
+    return (f"note: {images} photos is a small set to train a GAN from nothing; `--init celeba64` starts from the "
+            "shipped face model and gives faces of your kind within minutes (see README, 'Your own photos')")
+
