@@ -154,6 +154,40 @@ def test_parameters_are_identical_on_every_rank(two_process_root):
         assert different == [], arch
 
 
+class StridedRanks(torch.nn.Module):
+    """`module` applied to each rank's strided part of a batch on its own, outputs put back in batch order: what
+    2 DDP ranks with per-rank BatchNorm (as on CPU) compute, in one process."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [self.module(x[rank::WORLD]) for rank in range(WORLD)]
+        return torch.stack(parts, dim=1).flatten(0, 1)
+
+
+def test_dcgan_on_two_processes_matches_one_process_with_batchnorm_per_rank(two_process_root, data):
+    """BatchNorm is the part of dcgan that DDP changes: each CPU rank normalises its own half. One process that
+    normalises the same halves separately, with the same global batch, must reach the same weights."""
+    config = TrainConfig.create(str(data), arch="dcgan", **{k: v for k, v in DDP_TRAIN.items() if k != "arch"})
+    dataset = open_prepared(data)
+    state = create_state(config, model_config(config), dataset.split_indices(config.split), CPU)
+    torch.manual_seed(config.seed + 1)
+    loss = build_loss(model_config(config), config.augment)
+    G, D = state.G, state.D
+    state.G = state.G_train = StridedRanks(G)
+    state.D = state.D_train = StridedRanks(D)
+    for _ in range(3):
+        train_step(state, loss, real_batch(state, dataset, CPU), CPU)
+    expected = results(two_process_root, 0)["dcgan"]
+    for name, network in (("G", G), ("D", D), ("G_ema", state.G_ema)):
+        for key, parameter in network.named_parameters():
+            torch.testing.assert_close(parameter.detach(), expected[f"{name}.{key}"], rtol=1e-4, atol=1e-5,
+                                       msg=f"{name}.{key}")
+    assert any("running_mean" in key for key, _ in G.named_buffers()), "dcgan's BatchNorm is what this tests"
+
+
 def test_ranks_agree_on_stopping_and_share_batches(two_process_root):
     for rank in range(WORLD):
         checks = results(two_process_root, rank)["checks"]
