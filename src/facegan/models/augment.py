@@ -135,6 +135,7 @@ class AdaptiveAugment:
         if self.p <= 0:
             return x
         for transform in ADA_TRANSFORMS:
-            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
-            x = torch.where(chosen, transform(x), x)
+            chosen = (torch.rand(x.shape[0], device=x.device) < self.p).nonzero().flatten()
+            if len(chosen):  # only the chosen images are transformed: at small p that is nearly free
+                x = x.index_copy(0, chosen, transform(x.index_select(0, chosen)))
         return x
