@@ -8,7 +8,9 @@ condition on one set in chunks of CPU time and, after each chunk, scores the new
     python benchmarks/finetune.py --photos ../shared/datasets/utkface/photos \\
         --jobs 500:init+ada@10,500:scratch@40,100:scratch@40,100:scratch+ada@40
 
-A job is COUNT:CONDITION@MINUTES; its curve points are the --points (minutes) up to MINUTES. Conditions:
+A job is COUNT:CONDITION@MINUTES; its curve points are the --points (minutes) up to MINUTES. Budgets are images
+shown: a minute is --rate images per second times 60 (the rate of this step measured on an idle machine), so other
+work on the machine slows a job down without changing what it learns by each point. Conditions:
 scratch, scratch+ada, init, init+ada (from --init-source, default the shipped celeba64), and
 init-fresh-d+ada (the same generator, but a discriminator from random weights). Everything is resumable:
 run the same command again and finished points are kept (curve.jsonl in --work).
@@ -47,7 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--jobs", default="500:init+ada@10,500:scratch@40,100:scratch@40,100:scratch+ada@40")
     parser.add_argument("--points", default="5,10,20,40", help="minutes of training at which to score")
     parser.add_argument("--init-source", default=DEFAULT_MODEL, help="the model the init conditions start from")
+    parser.add_argument("--rate", type=float, required=True,
+                        help="images per second of a training step on this machine, measured idle (`facegan train` "
+                             "logs img_per_s): turns the minutes of --points into images shown")
     parser.add_argument("--fakes", type=int, default=500, help="generated faces per score")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a training option for every job, e.g. --set lr_g=5e-5 (repeatable)")
     parser.add_argument("--work", default=str(Path.home() / "facegan-runs" / "finetune"))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--inception", default=None, help="FID Inception weights (else $FACEGAN_INCEPTION, cache)")
@@ -86,25 +93,35 @@ def init_path(args, work: Path, kind: str) -> str:
     return str(generator_only)
 
 
-def train_seconds(run_dir: Path) -> float:
-    found = list_checkpoints(run_dir)
-    return checkpoint.load(found[0], ["progress"])["progress"]["train_seconds"] if found else 0.0
+def extra_options(args) -> dict:
+    options = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        try:
+            options[name] = json.loads(value)  # numbers, true/false, null
+        except ValueError:
+            options[name] = value
+    return options
 
 
 def train_until(args, work: Path, data: Path, condition: str, run_dir: Path, minutes: float) -> None:
-    remaining = minutes - train_seconds(run_dir) / 60
-    if remaining <= 0.02:
-        return
+    kimg = minutes * 60 * args.rate / 1000
     if list_checkpoints(run_dir):
-        facegan.train(resume=run_dir, minutes=remaining, progress=False)
+        stopped(facegan.train(resume=run_dir, kimg=kimg, progress=False))
         return
-    options = dict(CONDITIONS[condition])
+    options = {**CONDITIONS[condition], **extra_options(args)}
     if "init" in options:
         options["init"] = init_path(args, work, options["init"])
     else:
         options.update(arch="dcgan", size=64)
-    facegan.train(data, out=str(run_dir), minutes=remaining, checkpoint_every=10**6, sample_every=10**6, keep=2,
-                  progress=False, **options)
+    stopped(facegan.train(data, out=str(run_dir), kimg=kimg, checkpoint_every=10**6, sample_every=10**6,
+                          keep=2, progress=False, **options))
+
+
+def stopped(result) -> None:
+    """Ctrl-C or SIGTERM stops the whole benchmark (training saved a checkpoint; a rerun continues from it)."""
+    if result.stopped_by in ("SIGINT", "SIGTERM"):
+        raise SystemExit(f"stopped by {result.stopped_by}; run the same command again to continue")
 
 
 def score(args, run_dir: Path, held_out: Path) -> dict:
@@ -175,7 +192,7 @@ def plot(curve: list[dict], path: Path) -> None:
         points = [r for r in curve if r["job"] == job]
         axes[0].plot([r["minutes"] for r in points], [r["kid"] * 1000 for r in points], marker="o", label=job)
         axes[1].plot([r["kimg"] for r in points], [r["kid"] * 1000 for r in points], marker="o", label=job)
-    axes[0].set_xlabel("training minutes (2 CPU cores)")
+    axes[0].set_xlabel("training minutes (2 CPU cores, at the measured idle rate)")
     axes[1].set_xlabel("thousand images shown")
     for ax in axes:
         ax.set_ylabel("KID x 1000 vs held-out UTKFace")
@@ -193,7 +210,7 @@ def main(argv=None) -> None:
     started = time.time()
     curve = run(args)
     out = Path(args.out)
-    summary = {"command": " ".join(sys.argv), "environment": environment(), "held_out": HELD_OUT,
+    summary = {"command": " ".join(sys.argv), "environment": environment(), "held_out": HELD_OUT, "rate": args.rate,
                "fakes_per_point": args.fakes, "init_source": args.init_source, "curve": curve,
                "seconds": time.time() - started}
     (out / "finetune.json").write_text(json.dumps(summary, indent=1) + "\n")

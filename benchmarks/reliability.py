@@ -2,6 +2,7 @@
 
     python benchmarks/reliability.py [--kills 40] [--corruptions 300] [--fuzz-scale 5] [--requests 2000 --concurrency 16]
     python benchmarks/reliability.py --only flood [--flood-rounds 5]    # just the server flood, under a minute
+    python benchmarks/reliability.py --only two-processes old-folder crafted    # run folders and crafted files
 
 Runs the same fault injection as tests/reliability/ at a larger scale and writes
 benchmarks/results/reliability.json (documented in benchmarks/README.md).
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 
-PARTS = {"kills": "kill_9", "corrupt": "corrupt_checkpoints", "fuzz": "fuzz", "serve": "serve", "flood": "server_flood"}
+PARTS = {"kills": "kill_9", "corrupt": "corrupt_checkpoints", "fuzz": "fuzz", "serve": "serve", "flood": "server_flood",
+         "two-processes": "two_processes", "old-folder": "new_run_into_old_folder", "crafted": "crafted_checkpoints"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--flood-rounds", type=int, default=5,
                         help="server flood: rounds of 45 concurrent 120-frame morphs then 150 concurrent 64-face grids")
     parser.add_argument("--flood-checkpoint", default=None, help="server flood: the model (default: the shipped one)")
+    parser.add_argument("--pairs", type=int, default=10, help="two processes started at once on one run folder, times")
     parser.add_argument("--only", nargs="+", choices=list(PARTS), default=list(PARTS),
                         help="measure only these parts; the others keep their figures in --out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
@@ -140,6 +143,160 @@ def fuzz_cases(scale: float, work: Path) -> dict:
         bad.test_unreadable_files_are_skipped(work / "fuzz-unreadable", monkeypatch)
     return {"decoded_inputs": FUZZ_CASES["decode"], "prepare_runs": FUZZ_CASES["prepare"], "failures": 0,
             "seconds": round(time.monotonic() - started, 1)}
+
+
+# --- run folders: two processes at once, a new run into an old run's folder ------------------------------------
+
+TWO_PROCESS_RUN = ["--arch", "mlp", "--size", "32", "--width", "8", "--batch", "8", "--steps", "10",
+                   "--checkpoint-every", "1", "--keep", "3", "--log-every", "1", "--sample-every", "1000000",
+                   "--workers", "1", "--min-size", "16", "--no-progress"]
+
+
+def train_command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "facegan", "train", "--data", str(data), "--out", str(out), *TWO_PROCESS_RUN, *extra]
+
+
+def run_is_whole(run: Path, seed: int) -> bool:
+    """Every checkpoint of `run` is the run with `seed`, and its log counts steps once each, in order."""
+    from facegan import checkpoint
+    from facegan.runs import list_checkpoints
+    from facegan.training.reporting import read_log
+
+    found = list_checkpoints(run)
+    seeds = {checkpoint.load(path, ["config"])["config"]["seed"] for path in found}
+    steps = [line["step"] for line in read_log(run / "log.jsonl")]
+    return bool(found) and seeds == {seed} and steps == sorted(set(steps)) and steps[-1] == 10
+
+
+def two_processes(data: Path, work: Path, pairs: int) -> dict:
+    """`pairs` times, two `facegan train` processes (seeds 1 and 2) started together on one new run folder."""
+    import subprocess
+
+    outcomes = {"one_ran_one_refused": 0, "lost_runs": 0, "refusals_naming_the_holder": 0, "tracebacks": 0}
+    started = time.monotonic()
+    for trial in range(pairs):
+        run = work / f"pair{trial:02d}"
+        processes = [subprocess.Popen(train_command(data, run, "--seed", str(seed)), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+        results = [(process.wait(), process.stderr.read()) for process in processes]
+        codes = [code for code, _ in results]
+        outcomes["tracebacks"] += sum("Traceback" in err for _, err in results)
+        winners = [seed for seed, (code, _) in zip((1, 2), results) if code == 0]
+        if sorted(codes) == [0, 2]:
+            outcomes["one_ran_one_refused"] += 1
+            refused = next(err for code, err in results if code == 2)
+            outcomes["refusals_naming_the_holder"] += "in use by process" in refused or "already holds a run" in refused
+        if len(winners) != 1 or not run_is_whole(run, winners[0]):
+            outcomes["lost_runs"] += 1
+    return {"pairs": pairs, **outcomes, "seconds": round(time.monotonic() - started, 1)}
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def new_run_into_old_folder(data: Path, work: Path) -> dict:
+    """A new run into a folder holding a run, with the same --out and with --overwrite: the old run's files must
+    all survive, byte for byte (in place, or in the folder it was moved aside to); without --out each run gets a
+    folder of its own."""
+    import subprocess
+
+    old_run = work / "old-folder" / "run"
+    subprocess.run(train_command(data, old_run, "--seed", "1"), check=True, capture_output=True)
+    before = files_of(old_run)
+    cases, lost = {}, 0
+    for case, extra in (("same --out", ()), ("--overwrite", ("--overwrite",))):
+        done = subprocess.run(train_command(data, old_run, "--seed", "2", *extra), capture_output=True, text=True)
+        asides = sorted(old_run.parent.glob(f"{old_run.name}.replaced-*"))
+        kept = files_of(asides[-1]) if asides and case == "--overwrite" else files_of(old_run)
+        missing = sum(kept.get(name) != content for name, content in before.items())
+        lost += missing
+        cases[case] = {"exit_code": done.returncode, "old_files_lost": missing,
+                       "new_run_whole": done.returncode == 0 and run_is_whole(old_run, 2)}
+    numbered = work / "old-folder" / "cwd"
+    numbered.mkdir()
+    for seed in (1, 2):
+        command = [part for part in train_command(data, Path("unused"), "--seed", str(seed))]
+        out_at = command.index("--out")
+        del command[out_at:out_at + 2]
+        subprocess.run(command, check=True, capture_output=True, cwd=numbered)
+    folders = sorted(p.name for p in (numbered / "runs").iterdir())
+    return {"old_files": len(before), "old_files_lost": lost, **cases, "default_folders": folders}
+
+
+# --- crafted checkpoints: every loader against every crafted family, in a child process of its own ---------------
+
+MEMORY_LIMIT_MIB = 512
+
+
+def _memory_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _load_crafted(path: str, queue) -> None:
+    """Child: every loader on `path`; what each did, and the peak memory above the child's start."""
+    from facegan import checkpoint
+    from facegan.checkpoint import CheckpointError
+    from facegan.generate import load_generator
+    from facegan.metrics.score import load_discriminator
+    from facegan.training.init import read_init
+    from facegan.training.state import check_fits
+
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the memory in use now
+    start = _memory_kib("VmRSS")
+    loaders = {"load": checkpoint.load, "generator": load_generator, "discriminator": load_discriminator,
+               "resume": lambda p: check_fits(Path(p), checkpoint.load(p)), "init": read_init}
+    outcome = {}
+    for name, loader in loaders.items():
+        try:
+            loader(path)
+            outcome[name] = "loaded"
+        except CheckpointError as error:
+            outcome[name] = "refused" if path in str(error) and "\n" not in str(error) else f"unclear: {error}"
+        except Exception as error:  # noqa: BLE001 - what this measures
+            outcome[name] = f"traceback: {type(error).__name__}: {error}"
+    queue.put((outcome, (_memory_kib("VmHWM") - start) / 1024))
+
+
+def crafted_checkpoints(data: Path, work: Path) -> dict:
+    import multiprocessing
+
+    import facegan
+    from facegan.generate import save_generator
+    from facegan.runs import list_checkpoints
+
+    from tests.reliability.faults import KILL_RUN
+    from tests.reliability.test_hostile_files import GENERATOR_CASES, TRAINING_CASES, craft
+
+    run = work / "crafted-run"
+    facegan.train(str(data), out=str(run), steps=4, **{**KILL_RUN, "arch": "dcgan"})
+    sources = {"training": (list_checkpoints(run)[0], TRAINING_CASES)}
+    sources["generator"] = (save_generator(sources["training"][0], work / "g.safetensors", info={"note": "x"}),
+                            GENERATOR_CASES)
+    context = multiprocessing.get_context("fork")
+    tracebacks, unclear, over_limit, peak, tried = [], [], [], 0.0, 0
+    started = time.monotonic()
+    for family, (source, cases) in sources.items():
+        for case, (edit, _) in cases.items():
+            path = craft(source, work / f"crafted-{family}-{len(os.listdir(work))}.safetensors", edit)
+            queue = context.Queue()
+            child = context.Process(target=_load_crafted, args=(str(path), queue))
+            child.start()
+            outcome, peak_mib = queue.get(timeout=300)
+            child.join()
+            tried += 1
+            peak = max(peak, peak_mib)
+            label = f"{family}: {case}"
+            tracebacks += [f"{label} ({name}): {what}" for name, what in outcome.items() if what.startswith("traceback")]
+            unclear += [f"{label} ({name}): {what}" for name, what in outcome.items() if what.startswith("unclear")]
+            if peak_mib > MEMORY_LIMIT_MIB:
+                over_limit.append(f"{label}: {peak_mib:.0f} MiB")
+    return {"files": tried, "loaders_per_file": 5, "tracebacks": len(tracebacks), "unclear_refusals": len(unclear),
+            f"loaders_over_{MEMORY_LIMIT_MIB}_mib": len(over_limit), "peak_extra_mib": round(peak, 1),
+            "examples": (tracebacks + unclear + over_limit)[:10], "seconds": round(time.monotonic() - started, 1)}
 
 
 def rss_kib(pid: int) -> dict:
@@ -367,6 +524,12 @@ def main(argv=None) -> None:
         if "corrupt_checkpoints" in parts:
             results["corrupt_checkpoints"] = corrupt_checkpoints(data, work, args.corruptions)
             print("corrupt checkpoints:", results["corrupt_checkpoints"], file=sys.stderr)
+        for part, measure in (("two_processes", lambda: two_processes(data, work, args.pairs)),
+                              ("new_run_into_old_folder", lambda: new_run_into_old_folder(data, work)),
+                              ("crafted_checkpoints", lambda: crafted_checkpoints(data, work))):
+            if part in parts:
+                results[part] = measure()
+                print(f"{part}:", results[part], file=sys.stderr)
         if "fuzz" in parts:
             results["fuzz"] = fuzz_cases(args.fuzz_scale, work)
             print("fuzz:", results["fuzz"], file=sys.stderr)

@@ -56,7 +56,8 @@ def test_the_import_check_sees_relative_and_absolute_imports():
 
 @pytest.mark.parametrize("fact, home", [("(32, 64, 128)", "settings.py"), ('"FACEGAN_CACHE"', "settings.py"),
                                         ("sched_getaffinity", "settings.py"), ('"checkpoints"', "runs.py"),
-                                        ("_is_mkldnn_bf16_supported", "models/precision.py")])
+                                        ("_is_mkldnn_bf16_supported", "models/precision.py"),
+                                        ('"pretrained"', "settings.py"), ("SMALL_DATA = ", "training/ada.py")])
 def test_each_shared_fact_is_defined_in_one_place(fact, home):
     holders = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob("*.py")) if fact in path.read_text()]
     assert holders == [home]
