@@ -33,6 +33,21 @@ def test_shipped_file_is_small_and_carries_its_model_card():
     assert "non-commercial" in card
 
 
+def test_shipped_file_carries_a_discriminator_that_scores_without_a_checkpoint(tmp_path, capsys):
+    from PIL import Image
+
+    from facegan import checkpoint
+
+    assert "D" in checkpoint.read_metadata(default_model_path())
+    facegan.load().generate(1, seed=3)[0].save(tmp_path / "fake.png")
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "grey.png")
+    assert main(["score", str(tmp_path / "fake.png"), str(tmp_path / "grey.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("mean P(real)") and "celeba64.safetensors" in lines[-1]
+    scores = {line.split()[1]: float(line.split()[0]) for line in lines[:-1]}
+    assert all(0 <= value <= 1 for value in scores.values()) and len(scores) == 2
+
+
 def test_generate_command_uses_the_shipped_model(tmp_path, capsys):
     grid = tmp_path / "grid.png"
     assert main(["generate", "-n", "4", "--grid", str(grid)]) == 0

@@ -93,8 +93,8 @@ def test_cli_prints_each_score_and_a_summary(trained_run, face_folder, tmp_path,
     assert main(["score", "--checkpoint", str(small), str(files[0])]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds no discriminator" in err and len(err.splitlines()) == 1
-    assert main(["score", str(files[0])]) == 2
-    assert "--checkpoint is required" in capsys.readouterr().err
+    assert main(["score", "--checkpoint", "", str(files[0])]) == 2
+    assert "--checkpoint must name" in capsys.readouterr().err
 
 
 def test_align_follows_the_run_unless_told(trained_run):
