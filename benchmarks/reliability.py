@@ -276,7 +276,8 @@ def crafted_checkpoints(data: Path, work: Path) -> dict:
     sources = {"training": (list_checkpoints(run)[0], TRAINING_CASES)}
     sources["generator"] = (save_generator(sources["training"][0], work / "g.safetensors", info={"note": "x"}),
                             GENERATOR_CASES)
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a child forked after training's OpenMP threads ran can hang in its first parallel op
+    context = multiprocessing.get_context("spawn")
     tracebacks, unclear, over_limit, peak, tried = [], [], [], 0.0, 0
     started = time.monotonic()
     for family, (source, cases) in sources.items():
@@ -530,6 +531,7 @@ def main(argv=None) -> None:
             if part in parts:
                 results[part] = measure()
                 print(f"{part}:", results[part], file=sys.stderr)
+                save(out, results)  # each part's figures are kept even if a later part fails
         if "fuzz" in parts:
             results["fuzz"] = fuzz_cases(args.fuzz_scale, work)
             print("fuzz:", results["fuzz"], file=sys.stderr)
@@ -539,9 +541,13 @@ def main(argv=None) -> None:
         if "server_flood" in parts and args.flood_rounds:
             results["server_flood"] = server_flood(args.flood_checkpoint, args.flood_rounds)
             print("server flood:", results["server_flood"], file=sys.stderr)
+    save(out, results)
+    print(out)
+
+
+def save(out: Path, results: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
-    print(out)
 
 
 if __name__ == "__main__":
