@@ -161,3 +161,14 @@ def test_the_first_step_always_leaves_a_grid_and_a_log_line(face_folder, tmp_pat
     run = facegan.train(face_folder, out=str(tmp_path / "run"), steps=2, **options)
     assert (run.run_dir / "samples" / "step-00000001.png").exists()
     assert [r["step"] for r in read_log(run.run_dir / "log.jsonl")] == [1]
+
+
+def test_auto_augmentation_is_recorded_resolved_and_an_older_auto_keeps_its_meaning(face_folder, tmp_path):
+    run = facegan.train(face_folder, out=str(tmp_path / "run"), steps=2, **TINY_TRAIN)
+    saved = checkpoint.load(run.checkpoint)
+    assert saved["config"]["augment"] == "ada" and "augment" in saved, "24 photos: auto means ada, and it is kept"
+    saved["config"]["augment"] = "auto"  # as a checkpoint written before auto could mean ada
+    del saved["augment"]
+    checkpoint.save(run.checkpoint, {k: v for k, v in saved.items() if k != "kind"}, kind="training")
+    resumed = checkpoint.load(facegan.train(resume=run.run_dir, steps=3).checkpoint)
+    assert resumed["config"]["augment"] == "none" and "augment" not in resumed, "it meant dcgan's default then"

@@ -15,7 +15,7 @@ from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in Jupyter (
 
 from ..data import DataError, PreparedDataset, prepare
 from ..data.images import to_uint8
-from ..models import ModelConfig, build_loss, latents_from_seeds
+from ..models import ModelConfig, build_loss, get_architecture, latents_from_seeds
 from ..models.device import resolve_device
 from ..models.precision import EmulatedBF16Error, autocast, emulation_reason, resolve_precision
 from . import distributed, guard, reporting
@@ -401,9 +401,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
         data_changed = saved is not None and check_data(saved, dataset, allow_changed_data)
         model = model_config(config)
         indices = dataset.split_indices(config.split)
+        augment_note = describe_augment(config, len(indices)) if saved is None else None
+        config = replace(config, augment=resolved_augment(config, len(indices), resuming=saved is not None))
         state = create_state(config, model, indices, device)
         state.data = {"content_hash": dataset.content_hash, "images": len(dataset)}
-        loss = build_loss(model, augment_policy(config.augment, config.arch, len(indices)))
+        loss = build_loss(model, config.augment)
         if loss.adaptive is not None:
             state.ada = AdaController(loss.adaptive, config.ada_target, config.ada_kimg)
         if saved is not None:
@@ -412,8 +414,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
             if init is not None:
                 load_into(state, init)
             if distributed.is_main():
-                for line in (init_notice(init) if init else None, small_data_hint(len(indices), config),
-                             describe_augment(loss, config)):
+                for line in (init_notice(init) if init else None, small_data_hint(len(indices), config), augment_note):
                     if line:
                         print(line, file=sys.stderr)
             torch.manual_seed(config.seed + 1)
@@ -430,12 +431,21 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
             folder.release()
 
 
-def describe_augment(loss, config: TrainConfig) -> str | None:
+def resolved_augment(config: TrainConfig, images: int, resuming: bool) -> str:
+    """The augmentation a run uses, which its checkpoints record so a resume keeps it: `auto` resolved for a new
+    run; in a checkpoint written before `auto` could mean ada it meant the architecture's default."""
+    if config.augment != "auto":
+        return config.augment
+    return get_architecture(config.arch).augment if resuming else augment_policy(config.augment, config.arch, images)
+
+
+def describe_augment(config: TrainConfig, images: int) -> str | None:
     if config.augment != "auto":
         return None
-    if loss.adaptive is not None:
+    policy = augment_policy(config.augment, config.arch, images)
+    if policy == "ada":
         return "augment: ada (adaptive augmentation, the default for fewer than 5,000 photos)"
-    return f"augment: {', '.join(loss.augment) or 'none'} (the {config.arch} default)"
+    return f"augment: {policy} (the {config.arch} default)"
 
 
 def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool, folder: RunFolder | None = None) -> TrainResult:
