@@ -401,8 +401,9 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
         data_changed = saved is not None and check_data(saved, dataset, allow_changed_data)
         model = model_config(config)
         indices = dataset.split_indices(config.split)
-        augment_note = describe_augment(config, len(indices)) if saved is None else None
-        config = replace(config, augment=resolved_augment(config, len(indices), resuming=saved is not None))
+        augment = resolved_augment(config, len(indices), resuming=saved is not None)
+        augment_note = describe_augment(config, augment) if saved is None else None
+        config = replace(config, augment=augment)
         state = create_state(config, model, indices, device)
         state.data = {"content_hash": dataset.content_hash, "images": len(dataset)}
         loss = build_loss(model, config.augment)
@@ -439,13 +440,13 @@ def resolved_augment(config: TrainConfig, images: int, resuming: bool) -> str:
     return get_architecture(config.arch).augment if resuming else augment_policy(config.augment, config.arch, images)
 
 
-def describe_augment(config: TrainConfig, images: int) -> str | None:
+def describe_augment(config: TrainConfig, resolved: str) -> str | None:
+    """One line saying what `--augment auto` chose (`resolved`); None when the user chose."""
     if config.augment != "auto":
         return None
-    policy = augment_policy(config.augment, config.arch, images)
-    if policy == "ada":
+    if resolved == "ada":
         return "augment: ada (adaptive augmentation, the default for fewer than 5,000 photos)"
-    return f"augment: {policy} (the {config.arch} default)"
+    return f"augment: {resolved} (the {config.arch} default)"
 
 
 def run_loop(state, loss, dataset, run_dir: Path, device, resumed: bool, folder: RunFolder | None = None) -> TrainResult:
