@@ -31,7 +31,8 @@ from facegan.generate import save_generator
 from facegan.metrics.evaluate import EvalConfig
 from facegan.runs import list_checkpoints
 from facegan.settings import DEFAULT_MODEL
-from throughput import environment  # benchmarks/ is on the path when this runs as a script
+from quality import read_curve  # benchmarks/ is on the path when this runs as a script
+from throughput import environment
 
 HELD_OUT = 375  # photos never trained on: 2,375 - 375 leaves 2,000 for the largest training set
 CONDITIONS = {
@@ -161,10 +162,6 @@ def run(args) -> list[dict]:
                 f.write(json.dumps(point) + "\n")
             print(json.dumps(point), file=sys.stderr, flush=True)
     return read_curve(curve_path)
-
-
-def read_curve(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def table(curve: list[dict]) -> str:
