@@ -6,7 +6,8 @@
 """
 from . import serve as _serve  # noqa: F401  (adds the `serve` command, which sits above the API)
 from .api import VERSION as __version__
-from .api import align, export, generate, interpolate, load, prepare, score, train
+from .api import align, directions, export, generate, interpolate, load, prepare, project, score, train
 from .generate import FaceGenerator
 
-__all__ = ["FaceGenerator", "__version__", "align", "export", "generate", "interpolate", "load", "prepare", "score", "train"]
+__all__ = ["FaceGenerator", "__version__", "align", "directions", "export", "generate", "interpolate", "load", "prepare",
+           "project", "score", "train"]

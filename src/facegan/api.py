@@ -12,18 +12,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+from PIL import Image
 
 from .checkpoint import CheckpointError
 from .config import option
 from .data import DataError, PrepareConfig, PreparedDataset
 from .data import prepare as _prepare
-from .data.align import AlignedFace
-from .data.images import png_bytes
+from .data.align import AlignedFace, AlignOptions
 from .data.align import align as _align
+from .data.align import backend_available as align_backend_available
+from .data.decoders import decoded_images
+from .data.images import make_grid, png_bytes
 from .generate import FaceGenerator, load_generator, save_animation
-from .generate.config import GenerateConfig, InterpolateConfig
+from .generate.config import DirectionsConfig, GenerateConfig, InterpolateConfig, ProjectConfig
+from .generate.directions import Directions, directions_path, fit_named, load_directions, parse_edits, save_directions, sefa
+from .generate.latents import Latents, load_latents
+from .generate.project import Projection, load_discriminator_features, unique_stems, write_projection
+from .generate.project import project as project_photos
 from .generate.export import ExportConfig, export_generator
-from .generate.writer import write_faces
+from .generate.writer import write_faces, write_png
+from .metrics.attributes import load_attribute_classifier
 from .metrics.evaluate import EvalConfig, GeneratedFaces, result_line
 from .metrics.evaluate import evaluate as _evaluate
 from .metrics.score import ScoreConfig, ScoreResult, score_images
@@ -47,10 +56,11 @@ VERSION = _installed_version()
 USER_ERRORS = (ValueError, DataError, CheckpointError, OSError, RuntimeError)
 
 __all__ = [
-    "ARCHITECTURES", "COMMANDS", "MAX_SEED", "USER_ERRORS", "VERSION", "CheckpointError", "Command", "DataError", "EvalConfig",
-    "ExportConfig", "FaceGenerator", "GenerateConfig", "InterpolateConfig", "PrepareConfig", "ScoreConfig",
-    "TrainCommand", "TrainConfig", "align", "evaluate", "export", "generate", "interpolate", "load", "png_bytes", "prepare",
-    "register_command", "score", "train", "train_on_processes",
+    "ARCHITECTURES", "COMMANDS", "MAX_SEED", "USER_ERRORS", "VERSION", "CheckpointError", "Command", "DataError",
+    "Directions", "DirectionsConfig", "EvalConfig", "ExportConfig", "FaceGenerator", "GenerateConfig", "InterpolateConfig",
+    "Latents", "PrepareConfig", "ProjectConfig", "Projection", "ScoreConfig", "TrainCommand", "TrainConfig", "align",
+    "directions", "evaluate", "export", "generate", "interpolate", "load", "load_directions", "load_latents",
+    "png_bytes", "prepare", "project", "register_command", "score", "train", "train_on_processes",
 ]
 
 
@@ -127,23 +137,85 @@ def generate(config: GenerateConfig) -> list[Path]:
     """Write faces as PNG files (or one grid) as `facegan generate` does; returns the written paths."""
     config.validate()
     generator = load(config.checkpoint, config.device, config.precision)
+    if config.directions:
+        generator.use_directions(load_directions(config.directions))
+    edits = parse_edits(config.edit)
+    if config.latent:
+        return _write_latent_faces(generator, load_latents(config.latent, generator.fingerprint), edits, config)
     seeds = config.seed_list()
     if config.grid:
-        image = generator.grid(truncation=config.truncation, ncols=config.ncols, seeds=seeds)
-        path = Path(config.grid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
-        return [path]
+        return [_save_image(generator.grid(truncation=config.truncation, ncols=config.ncols, seeds=seeds, edits=edits),
+                            config.grid)]
     return write_faces(generator, seeds, config.out or "faces", config.truncation, config.batch_size,
-                       config.compress_level)
+                       config.compress_level, edits=edits)
+
+
+def _save_image(image, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def _write_latent_faces(generator: FaceGenerator, latents: Latents, edits: dict, config: GenerateConfig) -> list[Path]:
+    faces = generator.latent_faces(latents, edits, config.batch_size)
+    if config.grid:
+        return [_save_image(Image.fromarray(make_grid(faces, ncols=config.ncols)), config.grid)]
+    out = Path(config.out or "faces")
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_png(out / f"{name}.png", face, config.compress_level) for name, face in zip(unique_stems(latents.names), faces)]
 
 
 def interpolate(config: InterpolateConfig) -> Path:
-    """Write a latent walk through `config.seeds` as a GIF or MP4."""
+    """Write a latent walk through `config.seeds` (or along a direction) as a GIF or MP4."""
     config.validate()
     generator = load(config.checkpoint, config.device, config.precision)
-    frames = generator.interpolate(config.seed_list(), config.frames, config.truncation, config.loop)
+    if config.directions:
+        generator.use_directions(load_directions(config.directions))
+    if config.along:
+        frames = generator.walk_direction(config.seed_list(), config.along, config.frames, config.span, config.truncation)
+    else:
+        frames = generator.interpolate(config.seed_list(), config.frames, config.truncation, config.loop)
     return save_animation(frames, config.out, config.fps)
+
+
+def directions(config: DirectionsConfig) -> tuple[Path, Directions]:
+    """Compute a model's edit directions (unsupervised, and named ones with the attribute classifier) and save them
+    where `load` finds them (or to `config.out`), as `facegan directions` does."""
+    config.validate()
+    generator = load(config.checkpoint, config.device)
+    found = sefa(generator.network, config.count)
+    if config.named:
+        classifier = load_attribute_classifier()
+        named = fit_named(generator.network, generator.images_from_latents, classifier.predict, config.samples,
+                          config.seed, generator.z_dim)
+        found = named.merged(found)
+    path = Path(config.out) if config.out else directions_path(generator.info["checkpoint"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_directions(found, path), found
+
+
+def project(config: ProjectConfig) -> Projection:
+    """Find latent codes for photos, as `facegan project` does: writes OUT/latents.safetensors (for
+    `generate --latent` and `load(...).latent_faces`), each reconstruction and a photo | reconstruction image."""
+    config.validate()
+    generator = load(config.checkpoint, config.device)
+    align = align_backend_available() if config.align is None else config.align
+    options = AlignOptions(size=generator.size) if align else None
+    names, photos, skipped = [], [], []
+    for name, decoded in decoded_images(config.photos, generator.size, options):
+        if isinstance(decoded, str):
+            skipped.append(f"skipped {name}: {decoded}")
+        else:
+            names.append(name)
+            photos.append(decoded)
+    if not photos:
+        raise ValueError("no photo could be used: " + "; ".join(skipped) if skipped else "no photos found")
+    features = load_discriminator_features(generator.info["checkpoint"])
+    result = project_photos(generator, np.stack(photos), config.options(), features, unique_stems(names))
+    result.skipped = skipped
+    write_projection(result, config.out)
+    return result
 
 
 def score(checkpoint: str | os.PathLike | None = None, images=(), *, config: ScoreConfig | None = None,
@@ -238,6 +310,20 @@ def _written_lines(paths: list[Path]) -> list[str]:
     return [str(paths[0]) if len(paths) == 1 else f"wrote {len(paths)} faces to {paths[0].parent}"]
 
 
+def _direction_lines(result: tuple[Path, Directions]) -> list[str]:
+    path, found = result
+    lines = [f"{name:8s} {found.notes.get(name, {}).get('method', '')}"
+             + (f", {found.notes[name]['change per unit']:+.2f} {found.notes[name]['follows']} per unit"
+                if "change per unit" in found.notes.get(name, {}) else "") for name in found.names]
+    return lines + [f"wrote {len(found.names)} directions to {path}"]
+
+
+def _projection_lines(result: Projection) -> list[str]:
+    per_photo = result.seconds / max(1, len(result.latents))
+    return [*result.skipped, *[f"{value:5.1f} dB  {name}" for name, value in zip(result.latents.names, result.psnr)],
+            f"projected {len(result.latents)} photos, mean PSNR {result.psnr.mean():.1f} dB, {per_photo:.1f} s per photo"]
+
+
 def _trained_lines(result: TrainResult | None) -> list[str]:
     return [] if result is None else [f"run directory: {result.run_dir}", f"checkpoint: {result.checkpoint}"]
 
@@ -249,6 +335,10 @@ for _command in (
     Command("generate", "write faces as PNGs or a grid", GenerateConfig, generate, _written_lines),
     Command("interpolate", "latent walk through seeds, as GIF or MP4", InterpolateConfig, interpolate,
             lambda path: [str(path)]),
+    Command("directions", "compute and save a model's edit directions (age, gender, dir1..)", DirectionsConfig, directions,
+            _direction_lines),
+    Command("project", "find the latent codes of photos, to regenerate and edit them", ProjectConfig, project,
+            _projection_lines, positional=("photos",)),
     Command("eval", "FID and KID against real photos", EvalConfig, evaluate, lambda result: [result_line(result)]),
     Command("score", "P(real photo) of images by a training checkpoint's discriminator", ScoreConfig,
             lambda config: score(config=config), _score_lines, positional=("images",)),

@@ -146,11 +146,11 @@ def test_generation_runs_at_most_pending_batches_ahead_of_the_writes(generator, 
         def __init__(self):
             self.batches = 0
 
-        def faces(self, seeds, truncation, batch_size):
+        def faces(self, seeds, truncation, batch_size, edits=None):
             with lock:
                 behind.append(self.batches * batch_size - written[0])
             self.batches += 1
-            return generator.faces(seeds, truncation, batch_size)
+            return generator.faces(seeds, truncation, batch_size, edits)
 
     monkeypatch.setattr(writer, "write_png", slow_write)
     paths = write_faces(Counting(), range(60), tmp_path, batch_size=4, workers=2, pending=2)

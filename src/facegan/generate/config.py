@@ -6,10 +6,20 @@ from pathlib import Path
 
 from ..config import checkpoint_option, device_option, option, precision_option, truncation_option
 from ..models import SEEDS_HELP, parse_seeds
+from .directions import DEFAULT_UNSUPERVISED, MAX_UNSUPERVISED, MIN_FIT_SAMPLES, SLIDER_RANGE, parse_edits
+from .project import SPACES, ProjectOptions
 from .interpolate import MIN_FPS
 from .writer import COMPRESS_LEVELS, DEFAULT_COMPRESS_LEVEL
 
 GRID_FORMATS = (".png", ".jpg", ".jpeg", ".webp")
+EDIT_HELP = ("move the faces along edit directions, units of one standard deviation: e.g. age=+2,dir3=-1.5 "
+             "(`facegan directions` lists them)")
+MAX_SPAN = 10.0
+
+
+def directions_option():
+    return option(None, "edit directions file (default: the model's own, saved beside it by `facegan directions`, "
+                        "else its unsupervised directions dir1..dir10, computed on the spot)")
 
 
 @dataclass
@@ -26,6 +36,10 @@ class GenerateConfig:
                                  "encodes about 1.4x faster than Pillow's default 6 for files 6% larger",
                                  choices=COMPRESS_LEVELS)
     ncols: int | None = option(None, "columns of the grid (square when unset)")
+    edit: str | None = option(None, EDIT_HELP)
+    directions: str | None = directions_option()
+    latent: str | None = option(None, "make the faces of this latent file (written by `facegan project`) "
+                                      "instead of seeds")
     device: str = device_option()
     precision: str = precision_option()
 
@@ -43,6 +57,7 @@ class GenerateConfig:
             raise ValueError(f"--truncation must be within 0..2, got {self.truncation}")
         if self.grid:
             check_image_path(Path(self.grid), "--grid")
+        parse_edits(self.edit)
 
 
 def check_image_path(path: Path, option: str) -> None:
@@ -62,12 +77,16 @@ class InterpolateConfig:
     truncation: float = truncation_option()
     loop: bool = option(False, "return to the first seed at the end, for a seamless loop")
     out: str = option("walk.gif", "output animation: .gif or .mp4")
+    along: str | None = option(None, "instead of walking between seeds, move each seed's face along this edit "
+                                     "direction (e.g. age) from -span to +span and back")
+    span: float = option(SLIDER_RANGE, "how far --along goes each way, in units of the direction")
+    directions: str | None = directions_option()
     device: str = device_option()
     precision: str = precision_option()
 
     def seed_list(self) -> list[int]:
         seeds = parse_seeds(self.seeds)
-        if len(seeds) < 2:
+        if len(seeds) < 2 and not self.along:
             raise ValueError("--seeds needs at least two seeds, e.g. --seeds 1,7,42")
         return seeds
 
@@ -79,3 +98,46 @@ class InterpolateConfig:
             raise ValueError(f"--fps must be at least {MIN_FPS:g} frames per second, got {self.fps}")
         if not 0 <= self.truncation <= 2:
             raise ValueError(f"--truncation must be within 0..2, got {self.truncation}")
+        if not 0 < self.span <= MAX_SPAN:
+            raise ValueError(f"--span must be within 0..{MAX_SPAN:g}, got {self.span}")
+
+
+@dataclass
+class DirectionsConfig:
+    checkpoint: str | None = checkpoint_option()
+    out: str | None = option(None, "directions file to write (default: beside the model, where generate finds it)")
+    count: int = option(DEFAULT_UNSUPERVISED, "unsupervised directions (dir1..dirN, strongest first)")
+    named: bool = option(True, "also fit the named directions (age, gender) with the attribute classifier")
+    samples: int = option(5000, "generated faces the named directions are fitted on")
+    seed: int = option(0, "seed of those faces' latents")
+    device: str = device_option()
+
+    def validate(self) -> None:
+        if not 1 <= self.count <= MAX_UNSUPERVISED:
+            raise ValueError(f"--count must be within 1..{MAX_UNSUPERVISED}, got {self.count}")
+        if self.named and self.samples < MIN_FIT_SAMPLES:
+            raise ValueError(f"--samples must be at least {MIN_FIT_SAMPLES} to fit a direction, got {self.samples}")
+
+
+@dataclass
+class ProjectConfig:
+    photos: tuple[str, ...] = option((), "photos, folders (searched recursively) or .zip files")
+    checkpoint: str | None = checkpoint_option()
+    out: str = option("projected", "folder for the latent file, the reconstructions and the side-by-side images")
+    steps: int = option(ProjectOptions.steps, "optimisation steps per photo")
+    space: str = option(ProjectOptions.space, "extended: z plus an offset to the first layer (closer likeness); "
+                                              "z: the latent alone", choices=SPACES)
+    feature_weight: float = option(ProjectOptions.feature_weight, "weight of the discriminator-feature loss "
+                                                                  "beside the pixel loss (0: pixels only)")
+    align: bool | None = option(None, "find and align each face first (needs facegan[align]); "
+                                      "default: align when the backend is installed, else centre-crop")
+    seed: int = option(0, "seed of the random starting latents")
+    device: str = device_option()
+
+    def options(self) -> ProjectOptions:
+        return ProjectOptions(steps=self.steps, space=self.space, feature_weight=self.feature_weight, seed=self.seed)
+
+    def validate(self) -> None:
+        if not self.photos:
+            raise ValueError("no photos to project: pass image files, folders or .zip files")
+        self.options().validate()

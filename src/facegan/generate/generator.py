@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,9 @@ from ..models import ModelConfig, build_generator, latents_from_seeds
 from ..models.layout import to_channels_last
 from ..models.device import resolve_device
 from ..models.precision import autocast, resolve_precision
+from .directions import SLIDER_RANGE, Directions, directions_path, generator_fingerprint, load_directions, sefa
 from .display import Animation, Faces
+from .latents import Latents, shifted_first_layer
 
 
 @dataclass
@@ -29,6 +31,9 @@ class FaceGenerator:
     info: dict = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
+    directions_file: Path | None = None  # the model's saved edit directions, when it has them
+    _directions: Directions | None = field(default=None, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -38,28 +43,71 @@ class FaceGenerator:
     def z_dim(self) -> int:
         return self.model.z_dim
 
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the generator's weights: the identity that directions and latent files are checked against."""
+        if self._fingerprint is None:
+            self._fingerprint = generator_fingerprint(self.network)
+        return self._fingerprint
+
+    @property
+    def directions(self) -> Directions:
+        """The edit directions: the saved file's (named ones such as age, and dir1..) or, without one, SeFa's."""
+        if self._directions is None:
+            found = load_directions(self.directions_file) if self.directions_file else sefa(self.network)
+            if found.fingerprint != self.fingerprint:
+                raise ValueError(f"{self.directions_file}: these directions belong to another model; "
+                                 "recompute them with `facegan directions`")
+            self._directions = found
+        return self._directions
+
+    def use_directions(self, directions: Directions) -> None:
+        """Edit with `directions` from now on (e.g. loaded from another file); they must belong to this model."""
+        if directions.fingerprint != self.fingerprint:
+            raise ValueError("these directions belong to another model (their fingerprint differs)")
+        self._directions = directions
+
+    def edited(self, z: torch.Tensor, edits: Mapping[str, float] | None) -> torch.Tensor:
+        """`z` moved along the named directions by the given units: {"age": 2, "dir3": -1.5}."""
+        return z + self.directions.offset(edits).to(z.dtype) if edits else z
+
     @torch.inference_mode()
-    def images_from_latents(self, z: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """N x H x W x 3 uint8 faces for the latents `z`, computed `batch_size` at a time."""
+    def images_from_latents(self, z: torch.Tensor, batch_size: int = 64, offset: torch.Tensor | None = None) -> np.ndarray:
+        """N x H x W x 3 uint8 faces for the latents `z` (plus first-layer `offset`s), `batch_size` at a time."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
+        offsets = offset.split(batch_size) if offset is not None else [None] * len(z.split(batch_size))
+        chunks = []
         with autocast(self.device, self.precision):
-            chunks = [to_uint8(self.network(part.to(self.device)).float().cpu()) for part in z.split(batch_size)]
+            for part, shift in zip(z.split(batch_size), offsets):
+                with shifted_first_layer(self.network, None if shift is None else shift.to(self.device)):
+                    chunks.append(to_uint8(self.network(part.to(self.device)).float().cpu()))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.size, self.size, 3), np.uint8)
 
-    def faces(self, seeds: Iterable[int], truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
-        return self.images_from_latents(latents_from_seeds(seeds, self.z_dim, truncation), batch_size)
+    def faces(self, seeds: Iterable[int], truncation: float = 1.0, batch_size: int = 64,
+              edits: Mapping[str, float] | None = None) -> np.ndarray:
+        return self.images_from_latents(self.edited(latents_from_seeds(seeds, self.z_dim, truncation), edits), batch_size)
 
-    def generate(self, n: int = 1, seed: int = 0, truncation: float = 1.0, batch_size: int = 64) -> Faces:
-        """`n` faces as a list of PIL images (shown as thumbnails in Jupyter), for seeds seed .. seed+n-1."""
+    def latent_faces(self, latents: Latents, edits: Mapping[str, float] | None = None, batch_size: int = 64) -> np.ndarray:
+        """The faces of saved latent codes (projected photos), optionally edited."""
+        if latents.fingerprint != self.fingerprint:
+            raise ValueError("these latents belong to another model (their fingerprint differs)")
+        return self.images_from_latents(self.edited(latents.z, edits), batch_size, latents.offset)
+
+    def generate(self, n: int = 1, seed: int = 0, truncation: float = 1.0, batch_size: int = 64,
+                 edits: Mapping[str, float] | None = None) -> Faces:
+        """`n` faces as a list of PIL images (shown as thumbnails in Jupyter), for seeds seed .. seed+n-1.
+
+        `edits` moves every face along named directions, e.g. {"age": 2} (see `directions.names`).
+        """
         seeds = range(seed, seed + n)
-        return Faces([Image.fromarray(face) for face in self.faces(seeds, truncation, batch_size)], seeds)
+        return Faces([Image.fromarray(face) for face in self.faces(seeds, truncation, batch_size, edits)], seeds)
 
     def grid(self, n: int = 16, seed: int = 0, truncation: float = 1.0, ncols: int | None = None,
-             seeds: Sequence[int] | None = None) -> Image.Image:
+             seeds: Sequence[int] | None = None, edits: Mapping[str, float] | None = None) -> Image.Image:
         """One image of the faces of seeds seed .. seed+n-1 (or of `seeds`), in rows of `ncols` (square when unset)."""
         seeds = range(seed, seed + n) if seeds is None else seeds
-        return Image.fromarray(make_grid(self.faces(seeds, truncation), ncols=ncols))
+        return Image.fromarray(make_grid(self.faces(seeds, truncation, edits=edits), ncols=ncols))
 
     def interpolate(self, seeds: Sequence[int], frames: int = 60, truncation: float = 1.0, loop: bool = False,
                     batch_size: int = 64) -> Animation:
@@ -68,6 +116,19 @@ class FaceGenerator:
 
         keys = latents_from_seeds(seeds, self.z_dim, truncation)
         return Animation(self.images_from_latents(latent_walk(keys, frames, loop), batch_size))
+
+    def walk_direction(self, seeds: Sequence[int], direction: str, frames: int = 60, span: float = SLIDER_RANGE,
+                       truncation: float = 1.0, batch_size: int = 64) -> Animation:
+        """The faces of `seeds` moving along one direction from -span to +span units and back (a seamless loop);
+        several seeds play side by side in each frame."""
+        if frames < 2:
+            raise ValueError("a walk needs at least two frames")
+        vector = self.directions.vector(direction)
+        keys = latents_from_seeds(seeds, self.z_dim, truncation)
+        amounts = span * torch.cos(torch.linspace(0, 2 * torch.pi, frames + 1)[:frames])  # +span, down, and back
+        z = (keys[None] + amounts[:, None, None] * vector).reshape(-1, self.z_dim)
+        faces = self.images_from_latents(z, batch_size).reshape(frames, len(keys), self.size, self.size, 3)
+        return Animation(np.stack([frame[0] if len(keys) == 1 else make_grid(frame) for frame in faces]))
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32") -> FaceGenerator:
@@ -87,7 +148,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "auto",
     if started_from and isinstance(started_from, str):  # a fine-tuned run: the model it started from
         info["started from"] = started_from
     network = to_channels_last(network.to(device).eval().requires_grad_(False))
-    return FaceGenerator(network, model, info, device, precision)
+    directions = directions_path(path)
+    return FaceGenerator(network, model, info, device, precision, directions if directions.is_file() else None)
 
 
 def save_generator(source: str | os.PathLike, out: str | os.PathLike, info: dict | None = None) -> Path:

@@ -12,7 +12,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -71,10 +71,10 @@ def _raise_failure(batch: list[Future]) -> None:
 
 def write_faces(generator: FaceGenerator, seeds: Sequence[int], out: str | os.PathLike, truncation: float = 1.0,
                 batch_size: int = 64, compress_level: int = DEFAULT_COMPRESS_LEVEL, workers: int | None = None,
-                pending: int | None = None) -> list[Path]:
+                pending: int | None = None, edits: Mapping[str, float] | None = None) -> list[Path]:
     """Write the face of each seed to `out`/seedNNNN.png, encoding and writing while later batches are generated.
 
-    The faces and names are those of `generator.faces(seeds, truncation, batch_size)` saved one by one with
+    The faces and names are those of `generator.faces(seeds, truncation, batch_size, edits)` saved one by one with
     `Image.save`: batches of `batch_size` seeds go through the network exactly as there, so every pixel is
     the same; the PNG bytes differ only where `compress_level` (zlib's 0-9; Pillow's default is 6) does.
     `workers` threads encode and write (the usable CPUs when None). While a batch is generated, at most
@@ -102,7 +102,7 @@ def write_faces(generator: FaceGenerator, seeds: Sequence[int], out: str | os.Pa
                     _wait(batches.popleft())
                 for batch in batches:  # a failed write stops generation now, not `pending` batches later
                     _raise_failure(batch)
-                faces = generator.faces(seeds[start:start + batch_size], truncation, batch_size)
+                faces = generator.faces(seeds[start:start + batch_size], truncation, batch_size, edits)
                 # one part per thread, so that every thread has work while the next batch is computed
                 parts = np.array_split(np.arange(len(faces)), min(workers, len(faces)))
                 batches.append([pool.submit(_write_batch, paths[start + part[0]:start + part[-1] + 1],

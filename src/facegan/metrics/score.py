@@ -11,10 +11,8 @@ from __future__ import annotations
 import html
 import json
 import os
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,16 +24,14 @@ from ..checkpoint import CheckpointError, resolve_checkpoint
 from ..config import device_option, option
 from ..data import DataError, PrepareConfig
 from ..data.align import AlignOptions
-from ..data.decoders import AlignedEntryDecoder, AlignedPhoto, EntryDecoder
+from ..data.decoders import decoded_images
 from ..data.images import to_model_input
-from ..data.sources import ImageReader, find_source
 from ..files import write_atomically
 from ..models import ModelConfig, build_discriminator
 from ..models.device import resolve_device
 from ..settings import DEFAULT_MODEL
 
 THRESHOLD = 0.5
-MIN_SIDE = 1  # score any decodable image, however small
 
 
 @dataclass
@@ -153,37 +149,6 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "au
     except (TypeError, ValueError, DataError) as error:
         raise CheckpointError(f"{path}: unusable photo options in its training config ({error})") from None
     return scorer
-
-
-def decoded_images(paths: Iterable[str | os.PathLike], size: int,
-                   align: AlignOptions | None = None) -> Iterator[tuple[str, np.ndarray | str]]:
-    """(name, size x size x 3 uint8 image or skip reason) for each image file, folder or .zip in `paths`.
-
-    With `align`, each image becomes its largest face, aligned as `prepare --align` does.
-    """
-    for given in paths:
-        path = Path(given).expanduser()
-        if path.is_file() and not zipfile.is_zipfile(path):
-            yield str(path), _decode(_decoder(ImageReader(path.parent, is_zip=False), size, align), path.name)
-            continue
-        source = find_source(path)
-        decoder = _decoder(source.reader(), size, align)
-        try:
-            for entry in source.entries:
-                yield str(path / entry.name), entry.skip or _decode(decoder, entry.name)
-        finally:
-            decoder.reader.close()
-
-
-def _decoder(reader: ImageReader, size: int, align: AlignOptions | None) -> EntryDecoder:
-    return EntryDecoder(reader, size, MIN_SIDE) if align is None else AlignedEntryDecoder(reader, MIN_SIDE, align)
-
-
-def _decode(decoder: EntryDecoder, name: str) -> np.ndarray | str:
-    decoded = decoder(name)
-    if isinstance(decoded, AlignedPhoto):
-        return decoded.rows()[0][0] if decoded.rows() else decoded.skip_reason()
-    return decoded
 
 
 def score_images(config: ScoreConfig) -> ScoreResult:

@@ -1,0 +1,156 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import facegan
+from facegan.checkpoint import CheckpointError
+from facegan.generate import GenerateConfig, InterpolateConfig
+from facegan.generate.config import DirectionsConfig
+from facegan.generate.directions import (Directions, first_linear_map, fit_named, load_directions, orthogonalise,
+                                         parse_edits, save_directions, sefa)
+from facegan.generate.latents import first_layer_output
+from facegan.runs import list_checkpoints
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "facegan", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_sefa_finds_orthonormal_directions_ordered_by_how_far_the_first_layer_moves(trained_run):
+    network = facegan.load(trained_run).network
+    found = sefa(network, count=6)
+    assert found.names == [f"dir{k}" for k in range(1, 7)]
+    gram = found.vectors @ found.vectors.T
+    assert torch.allclose(gram, torch.eye(6), atol=1e-5)
+    # The first layer's output (BatchNorm included) moves by |A d| along d: strongest first, and dir1 beats
+    # any random direction.
+    moved = [_first_layer_change(network, vector) for vector in found.vectors]
+    assert moved == sorted(moved, reverse=True)
+    matrix = first_linear_map(network)
+    assert np.allclose(moved, [float((matrix @ v).norm()) for v in found.vectors], rtol=1e-3)
+    random = torch.nn.functional.normalize(torch.randn(50, network.z_dim, generator=torch.Generator().manual_seed(0)))
+    assert max(_first_layer_change(network, v) for v in random) < moved[0]
+    again = sefa(facegan.load(trained_run).network, count=6)
+    assert torch.equal(again.vectors, found.vectors) and again.fingerprint == found.fingerprint
+
+
+def _first_layer_change(network, vector):
+    outputs = []  # cloned: the ReLU after a BatchNorm works in place
+    handle = first_layer_output(network).register_forward_hook(lambda module, inputs, output: outputs.append(output.clone()))
+    with torch.no_grad():
+        network(torch.stack([torch.zeros_like(vector), vector]))
+    handle.remove()
+    return float((outputs[0][1] - outputs[0][0]).norm())
+
+
+def test_sefa_on_a_generator_without_batchnorm(resnet_run):
+    found = sefa(facegan.load(resnet_run).network, count=3)
+    assert torch.allclose(found.vectors.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_edits_move_faces_and_an_edit_of_zero_is_the_identity(trained_run):
+    generator = facegan.load(trained_run)
+    plain = generator.faces([3, 4])
+    assert np.array_equal(generator.faces([3, 4], edits={"dir1": 0.0, "dir2": 0}), plain)
+    moved = generator.faces([3, 4], edits={"dir1": 3.0})
+    assert not np.array_equal(moved, plain)
+    z = facegan.models.latents_from_seeds([3, 4], generator.z_dim) + 3.0 * generator.directions.vector("dir1")
+    assert np.array_equal(generator.images_from_latents(z), moved)
+    with pytest.raises(ValueError, match="unknown direction 'age'; this model has dir1"):
+        generator.faces([3], edits={"age": 1})
+
+
+def test_directions_save_and_reload_bit_exactly_and_are_found_beside_the_checkpoint(trained_run, tmp_path):
+    path, found = facegan.directions(DirectionsConfig(checkpoint=str(trained_run), named=False, count=4))
+    assert path == trained_run / "directions" / list_checkpoints(trained_run)[0].name
+    assert len(list_checkpoints(trained_run)) == len(list((trained_run / "checkpoints").iterdir()))
+    loaded = load_directions(path)
+    assert loaded.names == found.names and torch.equal(loaded.vectors, found.vectors)
+    generator = facegan.load(trained_run)
+    assert generator.directions_file == path and generator.directions.names == ["dir1", "dir2", "dir3", "dir4"]
+    custom = Directions(["smile"], -found.vectors[:1], found.fingerprint, {"smile": {"method": "test"}})
+    save_directions(custom, tmp_path / "mine.safetensors")
+    paths = facegan.generate(GenerateConfig(checkpoint=str(trained_run), seeds="5", edit="smile=2", out=str(tmp_path / "f"),
+                                            directions=str(tmp_path / "mine.safetensors")))
+    from PIL import Image
+    assert np.array_equal(np.asarray(Image.open(paths[0])), generator.faces([5], edits={"dir1": -2})[0])
+    path.unlink()
+
+
+def test_directions_of_another_model_and_bad_edits_are_refused_in_one_line(trained_run, resnet_run, tmp_path):
+    other = sefa(facegan.load(resnet_run).network, count=2)
+    save_directions(other, tmp_path / "other.safetensors")
+    result = run_cli("generate", "--checkpoint", str(trained_run), "-n", "1", "--out", str(tmp_path / "f"),
+                     "--edit", "dir1=1", "--directions", str(tmp_path / "other.safetensors"))
+    assert result.returncode == 2 and "another model" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "f").exists()
+    for edit, message in [("age=2", "unknown direction 'age'"), ("dir1", "not NAME=AMOUNT"), ("dir1=x", "not NAME=AMOUNT"),
+                          ("dir1=1,dir1=2", "given twice"), ("dir1=nan", "not NAME=AMOUNT")]:
+        result = run_cli("generate", "--checkpoint", str(trained_run), "-n", "1", "--out", str(tmp_path / "f"), "--edit", edit)
+        assert result.returncode == 2, edit
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert parse_edits("age=+2, dir3=-1.5") == {"age": 2.0, "dir3": -1.5}
+    assert parse_edits(None) == {}
+
+
+def test_walking_along_a_direction(trained_run, tmp_path):
+    generator = facegan.load(trained_run)
+    walk = generator.walk_direction([9], "dir2", frames=8, span=2.0)
+    assert walk.shape == (8, 32, 32, 3)
+    assert np.array_equal(walk[0], generator.faces([9], edits={"dir2": 2.0})[0])
+    assert np.array_equal(walk[4], generator.faces([9], edits={"dir2": -2.0})[0])
+    gif = facegan.interpolate(InterpolateConfig(checkpoint=str(trained_run), seeds="9", along="dir2", frames=6,
+                                                out=str(tmp_path / "walk.gif")))
+    assert gif.stat().st_size > 0
+    with pytest.raises(ValueError, match="at least two seeds"):
+        InterpolateConfig(seeds="9").validate()
+
+
+def test_named_directions_follow_the_attribute_and_hold_the_other_still(trained_run):
+    """With a stand-in classifier (brightness as "age", red minus blue as "female"), the fitted directions move
+    their own attribute monotonically and the other one much less."""
+    generator = facegan.load(trained_run)
+
+    def redness(faces):
+        pixels = faces.astype(np.float64) / 255
+        return pixels[..., 0].mean(axis=(1, 2)) - pixels[..., 2].mean(axis=(1, 2))
+
+    usual = redness(generator.faces(range(200)))  # centre the stand-in's probability where this model's faces lie
+
+    def predict(faces):
+        logit = (redness(faces) - usual.mean()) / usual.std()
+        return {"age": 100 * faces.astype(np.float64).mean(axis=(1, 2, 3)) / 255, "female": 1 / (1 + np.exp(-logit))}
+
+    named = fit_named(generator.network, generator.images_from_latents, predict, samples=600, seed=1, z_dim=generator.z_dim)
+    assert named.names == ["age", "gender"]
+    again = fit_named(generator.network, generator.images_from_latents, predict, samples=600, seed=1, z_dim=generator.z_dim)
+    assert torch.equal(again.vectors, named.vectors)
+    generator.use_directions(named)
+    seeds = list(range(100, 140))
+    ages = [predict(generator.faces(seeds, edits={"age": amount}))["age"].mean() for amount in (-2, -1, 0, 1, 2)]
+    assert all(a < b for a, b in zip(ages, ages[1:]))
+
+    def change(name, output):
+        low, high = (predict(generator.faces(seeds, edits={name: amount}))[output] for amount in (-2, 2))
+        return np.abs(high - low).mean()
+
+    assert change("age", "female") < change("gender", "female")
+    assert change("gender", "age") < change("age", "age")
+    assert named.notes["age"]["change per unit"] > 0
+
+
+def test_orthogonalise_removes_shared_components():
+    vectors = orthogonalise({"a": np.array([1.0, 1.0, 0.0]), "b": np.array([1.0, 0.0, 0.0])})
+    assert abs(vectors["a"] @ np.array([1.0, 0.0, 0.0])) < 1e-12
+    assert np.allclose(np.linalg.norm(vectors["a"]), 1)
+
+
+def test_a_file_that_is_not_directions_is_refused(trained_run, tmp_path):
+    with pytest.raises(CheckpointError, match="not a directions file"):
+        load_directions(list_checkpoints(trained_run)[0])
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file at all")
+    with pytest.raises(CheckpointError):
+        load_directions(tmp_path / "junk.safetensors")
