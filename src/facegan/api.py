@@ -44,6 +44,13 @@ from .training import train as _train
 from .training.distributed import launch
 from .training.loop import check_before_launch
 
+# What the web page needs beyond the commands; serve/ imports only this module (ARCHITECTURE.md).
+from .data.decode import crop_and_resize, to_rgb  # noqa: F401, E402
+from .generate.directions import SLIDER_RANGE  # noqa: F401, E402
+from .generate.latents import save_latents  # noqa: F401, E402
+from .models import latents_from_seeds  # noqa: F401, E402
+
+
 def _installed_version() -> str:
     try:
         return metadata.version("facegan")  # pyproject.toml's version: its one home
@@ -195,9 +202,16 @@ def directions(config: DirectionsConfig) -> tuple[Path, Directions]:
     return save_directions(found, path), found
 
 
-def project(config: ProjectConfig) -> Projection:
+def project(photos=(), *, config: ProjectConfig | None = None, **options) -> Projection:
     """Find latent codes for photos, as `facegan project` does: writes OUT/latents.safetensors (for
-    `generate --latent` and `load(...).latent_faces`), each reconstruction and a photo | reconstruction image."""
+    `generate --latent` and `load(...).latent_faces`), each reconstruction and a photo | reconstruction image.
+
+    >>> result = facegan.project(["me.jpg"], out="projected")      # options as in ProjectConfig
+    >>> result.psnr, result.latents, result.reconstructions
+    """
+    if config is None:
+        paths = [photos] if isinstance(photos, (str, os.PathLike)) else photos
+        config = ProjectConfig(photos=tuple(map(str, paths)), **options)
     config.validate()
     generator = load(config.checkpoint, config.device)
     align = align_backend_available() if config.align is None else config.align
@@ -337,7 +351,8 @@ for _command in (
             lambda path: [str(path)]),
     Command("directions", "compute and save a model's edit directions (age, gender, dir1..)", DirectionsConfig, directions,
             _direction_lines),
-    Command("project", "find the latent codes of photos, to regenerate and edit them", ProjectConfig, project,
+    Command("project", "find the latent codes of photos, to regenerate and edit them", ProjectConfig,
+            lambda config: project(config=config),
             _projection_lines, positional=("photos",)),
     Command("eval", "FID and KID against real photos", EvalConfig, evaluate, lambda result: [result_line(result)]),
     Command("score", "P(real photo) of images by a training checkpoint's discriminator", ScoreConfig,

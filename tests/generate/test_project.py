@@ -57,8 +57,8 @@ def test_project_command_writes_codes_that_generate_reproduces(trained_run, face
     photos = sorted(face_folder.rglob("*.png"))[:2]
     (tmp_path / "notes.txt").write_text("not a photo")
     out = tmp_path / "projected"
-    result = facegan.project(ProjectConfig(photos=(*map(str, photos), str(tmp_path / "notes.txt")),
-                                           checkpoint=str(trained_run), out=str(out), steps=5, align=False))
+    result = facegan.project([*photos, tmp_path / "notes.txt"], checkpoint=str(trained_run), out=str(out), steps=5,
+                             align=False)
     assert len(result.latents) == 2 and len(result.skipped) == 1 and "notes.txt" in result.skipped[0]
     names = [photo.stem for photo in photos]
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -75,8 +75,8 @@ def test_project_command_writes_codes_that_generate_reproduces(trained_run, face
 
 def test_latents_of_another_model_and_unusable_photos_are_refused(trained_run, resnet_run, face_folder, tmp_path):
     photo = sorted(face_folder.rglob("*.png"))[0]
-    facegan.project(ProjectConfig(photos=(str(photo),), checkpoint=str(resnet_run), out=str(tmp_path / "p"), steps=1,
-                                  align=False))
+    facegan.project(config=ProjectConfig(photos=(str(photo),), checkpoint=str(resnet_run), out=str(tmp_path / "p"),
+                                         steps=1, align=False))
     with pytest.raises(CheckpointError, match="belong to another model"):
         load_latents(tmp_path / "p" / "latents.safetensors", facegan.load(trained_run).fingerprint)
     result = run_cli("generate", "--checkpoint", str(trained_run), "--latent", str(tmp_path / "p" / "latents.safetensors"),
