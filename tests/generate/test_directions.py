@@ -154,3 +154,10 @@ def test_a_file_that_is_not_directions_is_refused(trained_run, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a file at all")
     with pytest.raises(CheckpointError):
         load_directions(tmp_path / "junk.safetensors")
+
+
+def test_the_shipped_model_ships_named_directions_that_fit_it():
+    generator = facegan.load()
+    assert generator.directions.names[:2] == ["age", "gender"]  # loading checks that they belong to this model
+    assert generator.directions.notes["age"]["change per unit"] > 0
+    assert not np.array_equal(generator.faces([1], edits={"age": 2}), generator.faces([1]))

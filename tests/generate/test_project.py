@@ -96,3 +96,10 @@ def _photos(folder, size, count):
 
     decoded = [image for _, image in decoded_images(sorted(folder.rglob("*.png"))[:count], size)]
     return np.stack(decoded)
+
+
+def test_the_shipped_model_recovers_its_own_faces_at_30_db():
+    generator = facegan.load()
+    faces = generator.faces([5, 6])
+    result = project(generator, faces, ProjectOptions(steps=300), load_discriminator_features(generator.info["checkpoint"]))
+    assert result.psnr.min() >= 30, result.psnr

@@ -401,5 +401,5 @@ def test_named_directions_get_the_first_sliders_with_what_one_step_changes(serve
     labels = page.locator("#sliders label").all_text_contents()
     assert labels == ["Age", "Gender"] + [f"Direction {k}" for k in range(1, 6)]
     assert page.locator("#sliders .note").all_text_contents() == \
-        ["one step ≈ +6.51 years", "one step ≈ +3.35 in the logit of P(female)"]
+        ["≈ +6.51 years per 1.0", "≈ +3.35 in the logit of P(female) per 1.0"]
     assert page.get_attribute("label[for=edit-dir1]", "title").startswith("found without labels (SeFa): ")
