@@ -280,6 +280,16 @@ def load(path: str | os.PathLike, sections: list[str] | None = None) -> dict[str
     return state
 
 
+def load_section(path: str | os.PathLike, kind: str, what: str) -> dict[str, Any]:
+    """The section called `kind` of a file saved with that kind (a "directions" or "latent" file, say);
+    CheckpointError naming the file, and calling it a `what`, when it is anything else."""
+    state = load(path)
+    section = state.get(kind)
+    if state.get("kind") != kind or not isinstance(section, dict):
+        raise CheckpointError(f"{path}: not a {what} (it is a {_short(state.get('kind'))} file)")
+    return section
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A stored tensor as its header describes it: what the schema checks before any tensor data is read."""

@@ -175,11 +175,7 @@ def save_directions(directions: Directions, path: str | os.PathLike) -> Path:
 
 def load_directions(path: str | os.PathLike) -> Directions:
     """Directions saved by `save_directions`; CheckpointError naming the file when it holds none."""
-    path = Path(path)
-    state = checkpoint.load(path)
-    section = state.get("directions")
-    if state.get("kind") != KIND or not isinstance(section, dict):
-        raise CheckpointError(f"{path}: not a directions file (it is a {state.get('kind')!r} file)")
+    section = checkpoint.load_section(path, KIND, "directions file")
     try:
         return Directions(list(section["names"]), section["vectors"].float(), str(section["fingerprint"]),
                           dict(section.get("notes", {})))

@@ -101,11 +101,7 @@ def save_latents(latents: Latents, path: str | os.PathLike) -> Path:
 
 def load_latents(path: str | os.PathLike, fingerprint: str | None = None) -> Latents:
     """Codes saved by `save_latents`; with `fingerprint`, CheckpointError unless they belong to that model."""
-    path = Path(path)
-    state = checkpoint.load(path)
-    section = state.get("latent")
-    if state.get("kind") != KIND or not isinstance(section, dict):
-        raise CheckpointError(f"{path}: not a latent file (it is a {state.get('kind')!r} file)")
+    section = checkpoint.load_section(path, KIND, "latent file")
     try:
         latents = Latents(section["z"].float(), str(section["fingerprint"]),
                           section["offset"].float() if "offset" in section else None, list(section.get("names", [])))
