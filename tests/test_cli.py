@@ -107,7 +107,7 @@ def test_amp_still_works_as_an_alias_of_precision(capsys):
     from facegan.api import TrainCommand
     from facegan.cli import apply_deprecated_options, build_parser, config_from_args
 
-    for old, new in (("off", "fp32"), ("bf16", "bf16")):
+    for old, new in (("off", "fp32"), ("bf16", "bf16"), ("auto", "auto")):
         args = build_parser().parse_args(["train", "--data", "photos", "--amp", old])
         apply_deprecated_options("train", args)
         assert config_from_args(TrainCommand, args).config.precision == new

@@ -11,7 +11,7 @@ from . import api
 
 # Old option names still accepted, per command: flag -> (the field it sets, old value -> new value); using one
 # prints a line saying what to use instead.
-DEPRECATED_OPTIONS = {"train": {"--amp": ("precision", {"off": "fp32", "bf16": "bf16"})}}
+DEPRECATED_OPTIONS = {"train": {"--amp": ("precision", {"off": "fp32", "bf16": "bf16", "auto": "auto"})}}
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
