@@ -12,7 +12,9 @@ Directions: --faces fresh faces, each moved along "age" and "gender" across the 
 classifier's answer at each step, the change per unit of slider, and how often the other attribute changes
 (a gender flip: P(female) on the other side of 0.5 at the two ends of the range).
 
-JSON goes to --out/steer.json with the pictures steer-projection.png and steer-age.png / steer-gender.png.
+JSON goes to --out/steer.json with the pictures steer-projection-{celeba,utkface}.png (photos above their
+reconstructions), steer-edit-projected.png (projected photos edited) and steer-age.png / steer-gender.png
+(8 fresh faces x 5 slider values).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
@@ -30,6 +33,7 @@ import facegan
 from facegan.data.align import backend_available
 from facegan.data.images import make_grid
 from facegan.generate.directions import SLIDER_RANGE
+from facegan.models import latents_from_seeds
 from facegan.generate.project import ProjectOptions, load_discriminator_features, project
 from facegan.metrics.attributes import load_attribute_classifier
 from throughput import environment  # benchmarks/ is on the path when this runs as a script
@@ -37,9 +41,10 @@ from throughput import environment  # benchmarks/ is on the path when this runs 
 VARIANTS = {
     "z": ProjectOptions(space="z"),
     "extended": ProjectOptions(space="extended"),
-    "extended, pixels only": ProjectOptions(space="extended", feature_weight=0.0),
+    "extended-pixels": ProjectOptions(space="extended", feature_weight=0.0),  # no discriminator features
 }
 SLIDER_STEPS = 5
+EDITS_SHOWN = [("age", -2.0), ("age", 0.0), ("age", 2.0), ("gender", -2.0), ("gender", 2.0)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,8 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--photos", type=int, default=200, help="photos of each set")
     parser.add_argument("--single", type=int, default=5, help="photos projected one at a time, for the latency")
     parser.add_argument("--faces", type=int, default=1000, help="fresh faces for the directions")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="projection variants, comma-separated")
-    parser.add_argument("--only", nargs="*", default=["projection", "directions"])
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"projection variants, comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--only", nargs="*", default=["projection", "edits", "directions"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     return parser.parse_args(argv)
 
@@ -91,8 +96,12 @@ def measure_projection(generator, features, photos: np.ndarray, options: Project
 def projection_part(args, generator, out: Path) -> dict:
     features = load_discriminator_features(generator.info["checkpoint"])
     results = {}
+    variants = args.variants.split(",")
+    unknown = [name for name in variants if name not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     for set_name, photos in photo_sets(args).items():
-        for variant in args.variants.split(","):
+        for variant in variants:
             figures, batched = measure_projection(generator, features, photos, VARIANTS[variant], args.single)
             results[f"{set_name} / {variant}"] = figures
             print(json.dumps({set_name: variant, **figures}), file=sys.stderr)
@@ -105,6 +114,19 @@ def _save_pairs(photos: np.ndarray, faces: np.ndarray, path: Path) -> None:
     """Two rows per eight photos: the photos, then their reconstructions."""
     rows = [block for first in range(0, len(photos), 8) for block in (photos[first : first + 8], faces[first : first + 8])]
     Image.fromarray(make_grid(np.concatenate(rows), ncols=8)).save(path)
+
+
+def edits_part(args, generator, out: Path) -> None:
+    """4 projected CelebA test photos (extended codes), each: photo | age -2, 0, +2 | gender -2, +2."""
+    celeba = facegan.prepare(args.celeba, size=64, progress=False)
+    photos = np.asarray(celeba.images[celeba.split_indices("test")[16:20]])
+    result = project(generator, photos, VARIANTS["extended"], load_discriminator_features(generator.info["checkpoint"]))
+    rows = []
+    for index in range(len(photos)):
+        latent = result.latents.select(index)
+        rows += [photos[index : index + 1], *[generator.latent_faces(latent, {name: amount})
+                                              for name, amount in EDITS_SHOWN]]
+    Image.fromarray(make_grid(np.concatenate(rows), ncols=1 + len(EDITS_SHOWN))).save(out / "steer-edit-projected.png")
 
 
 def directions_part(args, generator, out: Path) -> dict:
@@ -130,6 +152,22 @@ def directions_part(args, generator, out: Path) -> dict:
         }
         print(json.dumps({name: results[name]}), file=sys.stderr)
         _save_slider_picture(generator, name, amounts, out / f"steer-{name}.png")
+    results["random directions (baseline)"] = random_baseline(generator, classifier, seeds)
+    return results
+
+
+def random_baseline(generator, classifier, seeds, count: int = 3) -> list[dict]:
+    """What any move of the same size does: random unit directions across the same range. Faces the classifier
+    is unsure of flip gender whatever moves them, so this is the floor for the flip rates above."""
+    vectors = torch.nn.functional.normalize(torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(5)))
+    z = latents_from_seeds(seeds, generator.z_dim)
+    results = []
+    for vector in vectors:
+        low, high = (classifier.predict(generator.images_from_latents(z + amount * vector))
+                     for amount in (-SLIDER_RANGE, SLIDER_RANGE))
+        results.append({"mean |age change| (years)": float(np.abs(high["age"] - low["age"]).mean()),
+                        "gender flips over the range": float(((high["female"] > 0.5) != (low["female"] > 0.5)).mean())})
+    print(json.dumps({"random": results}), file=sys.stderr)
     return results
 
 
@@ -150,7 +188,9 @@ def main(argv=None) -> None:
     report["model"] = generator.info.get("checkpoint")
     started = time.perf_counter()
     if "projection" in args.only:
-        report["projection"] = projection_part(args, generator, out)
+        report.setdefault("projection", {}).update(projection_part(args, generator, out))  # variants add up
+    if "edits" in args.only:
+        edits_part(args, generator, out)
     if "directions" in args.only:
         report["directions"] = directions_part(args, generator, out)
     report["seconds"] = time.perf_counter() - started

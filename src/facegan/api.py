@@ -215,9 +215,9 @@ def project(photos=(), *, config: ProjectConfig | None = None, **options) -> Pro
     config.validate()
     generator = load(config.checkpoint, config.device)
     align = align_backend_available() if config.align is None else config.align
-    options = AlignOptions(size=generator.size) if align else None
+    align_options = AlignOptions(size=generator.size) if align else None
     names, photos, skipped = [], [], []
-    for name, decoded in decoded_images(config.photos, generator.size, options):
+    for name, decoded in decoded_images(config.photos, generator.size, align_options):
         if isinstance(decoded, str):
             skipped.append(f"skipped {name}: {decoded}")
         else:

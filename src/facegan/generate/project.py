@@ -107,13 +107,15 @@ def project(generator: FaceGenerator, photos: np.ndarray, options: ProjectOption
     if photos.ndim != 4 or photos.shape[1:] != (generator.size, generator.size, 3):
         raise ValueError(f"photos must be N x {generator.size} x {generator.size} x 3 for this model, got {photos.shape}")
     started = time.perf_counter()
-    random = torch.Generator().manual_seed(options.seed)
+    random = torch.Generator().manual_seed(options.seed)  # on the CPU, so a seed starts alike on every device
+    if features is not None:
+        features.network.to(generator.device)
     z_parts, offset_parts = [], []
     for first in range(0, len(photos), batch_size):
-        target = to_model_input(photos[first : first + batch_size])
+        target = to_model_input(photos[first : first + batch_size]).to(generator.device)
         z, offset = _project_batch(generator.network, target, generator.z_dim, options, features, random)
-        z_parts.append(z)
-        offset_parts.append(offset)
+        z_parts.append(z.cpu())
+        offset_parts.append(None if offset is None else offset.cpu())
         if progress:
             progress(len(target))
     z = torch.cat(z_parts) if z_parts else torch.zeros(0, generator.z_dim)
@@ -126,7 +128,7 @@ def project(generator: FaceGenerator, photos: np.ndarray, options: ProjectOption
 def _project_batch(network: nn.Module, target: Tensor, z_dim: int, options: ProjectOptions,
                    features: DiscriminatorFeatures | None, random: torch.Generator) -> tuple[Tensor, Tensor | None]:
     z = _closest_start(network, target, z_dim, options.candidates, random).requires_grad_(True)
-    offset = torch.zeros(len(target), *first_layer_shape(network, z_dim), requires_grad=True)
+    offset = torch.zeros(len(target), *first_layer_shape(network, z_dim), device=target.device, requires_grad=True)
     groups = [{"params": [z], "lr": options.lr_z}]
     if options.space == "extended":
         groups.append({"params": [offset], "lr": options.lr_offset})
@@ -151,7 +153,7 @@ def _project_batch(network: nn.Module, target: Tensor, z_dim: int, options: Proj
 @torch.no_grad()
 def _closest_start(network: nn.Module, target: Tensor, z_dim: int, candidates: int, random: torch.Generator) -> Tensor:
     """For each target, the candidate latent whose face is closest in pixels."""
-    z = torch.randn(candidates, z_dim, generator=random)
+    z = torch.randn(candidates, z_dim, generator=random).to(target.device)
     faces = torch.cat([network(part) for part in z.split(64)])
     distance = torch.cdist(target.flatten(1), faces.flatten(1))
     return z[distance.argmin(dim=1)].clone()
