@@ -57,6 +57,9 @@ def exposure_warning(host: str, port: int) -> str | None:
             "can use the page and the API (no login, no TLS). Use --host 127.0.0.1 to keep it local.")
 
 
+BACKLOG = 2048  # uvicorn's default
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A bound socket, so a taken port is an ordinary error here, and port 0 tells which port it got.
 
@@ -70,6 +73,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Listening now, before the address is printed: a browser that connects while the app still starts
+        # waits in the backlog instead of being refused.
+        sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
         raise ValueError(bind_error(host, port, error)) from None
