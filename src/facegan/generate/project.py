@@ -110,33 +110,37 @@ def project(generator: FaceGenerator, photos: np.ndarray, options: ProjectOption
     random = torch.Generator().manual_seed(options.seed)  # on the CPU, so a seed starts alike on every device
     if features is not None:
         features.network.to(generator.device)
+    offset_shape = first_layer_shape(generator.network, generator.z_dim) if options.space == "extended" else None
     z_parts, offset_parts = [], []
     for first in range(0, len(photos), batch_size):
         target = to_model_input(photos[first : first + batch_size]).to(generator.device)
-        z, offset = _project_batch(generator.network, target, generator.z_dim, options, features, random)
+        z, offset = _project_batch(generator.network, target, generator.z_dim, options, features, random, offset_shape)
         z_parts.append(z.cpu())
         offset_parts.append(None if offset is None else offset.cpu())
         if progress:
             progress(len(target))
     z = torch.cat(z_parts) if z_parts else torch.zeros(0, generator.z_dim)
-    offset = torch.cat(offset_parts) if options.space == "extended" and offset_parts else None
+    offset = torch.cat(offset_parts) if offset_shape and offset_parts else None
     latents = Latents(z, generator.fingerprint, offset, names or [])
     reconstructions = generator.latent_faces(latents)
     return Projection(latents, photos, reconstructions, psnr(photos, reconstructions), time.perf_counter() - started)
 
 
 def _project_batch(network: nn.Module, target: Tensor, z_dim: int, options: ProjectOptions,
-                   features: DiscriminatorFeatures | None, random: torch.Generator) -> tuple[Tensor, Tensor | None]:
+                   features: DiscriminatorFeatures | None, random: torch.Generator,
+                   offset_shape: tuple[int, ...] | None) -> tuple[Tensor, Tensor | None]:
+    """Optimise z (and, given `offset_shape`, a first-layer offset per photo) for one batch of targets."""
     z = _closest_start(network, target, z_dim, options.candidates, random).requires_grad_(True)
-    offset = torch.zeros(len(target), *first_layer_shape(network, z_dim), device=target.device, requires_grad=True)
     groups = [{"params": [z], "lr": options.lr_z}]
-    if options.space == "extended":
+    offset = None
+    if offset_shape is not None:
+        offset = torch.zeros(len(target), *offset_shape, device=target.device, requires_grad=True)
         groups.append({"params": [offset], "lr": options.lr_offset})
     optimizer = torch.optim.Adam(groups)
     use_features = features is not None and options.feature_weight > 0
     with torch.no_grad():
         target_maps = features(target) if use_features else []
-    with shifted_first_layer(network, offset if options.space == "extended" else None):
+    with shifted_first_layer(network, offset):
         for _ in range(options.steps):
             images = network(z)
             loss = (images - target).square().mean(dim=[1, 2, 3]).sum()
@@ -147,7 +151,7 @@ def _project_batch(network: nn.Module, target: Tensor, z_dim: int, options: Proj
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    return z.detach(), offset.detach() if options.space == "extended" else None
+    return z.detach(), None if offset is None else offset.detach()
 
 
 @torch.no_grad()
