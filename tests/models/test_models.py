@@ -80,7 +80,7 @@ def test_registering_a_name_twice_fails():
 
 def test_a_new_architecture_needs_only_a_registry_entry():
     dcgan = ARCHITECTURES["dcgan"]
-    arch = Architecture("tiny-test", "test only", dcgan.build_generator, dcgan.build_discriminator, dcgan.build_loss)
+    arch = Architecture("tiny-test", "test only", dcgan.build_generator, dcgan.build_discriminator)
     register(arch)
     try:
         config = get_architecture("tiny-test").config(32, width=4)

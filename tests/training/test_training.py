@@ -147,3 +147,18 @@ def test_configs_of_older_checkpoints_still_load():
     assert TrainConfig.from_dict({**flat, "amp": "off"}).precision == "fp32"
     assert TrainConfig.from_dict(config.to_dict()) == config
     assert config.to_dict()["prepare"]["size"] == 32 and "size" not in config.to_dict()
+
+
+def test_loss_r1_and_beta1_options_train_and_resume_with_the_run(tmp_path, face_folder):
+    chosen = dict(loss="hinge", r1_gamma=2.0, beta1=0.0)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    facegan.train(face_folder, out=str(straight), steps=4, **TINY_TRAIN, **chosen)
+    saved = checkpoint.load(list_checkpoints(straight)[0])
+    assert {name: saved["config"][name] for name in chosen} == chosen
+    assert saved["opt_g"]["param_groups"][0]["betas"] == [0.0, 0.999] == saved["opt_d"]["param_groups"][0]["betas"]
+    log = read_log(straight / "log.jsonl")
+    assert [r["step"] for r in log if "r1" in r] == [1]  # lazy R1 at step 0 of 16, logged after step 1
+    facegan.train(face_folder, out=str(split), steps=2, **TINY_TRAIN, **chosen)
+    facegan.train(resume=split, steps=4, progress=False)  # the options come back from the checkpoint
+    a, b = tensors_of(list_checkpoints(straight)[0]), tensors_of(list_checkpoints(split)[0])
+    assert [key for key in a if not torch.equal(a[key], b[key])] == []

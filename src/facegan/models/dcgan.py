@@ -11,7 +11,6 @@ import math
 
 from torch import Tensor, nn
 
-from .losses import NonSaturatingLoss
 from .registry import Architecture, ModelConfig, OptimizerSettings, register
 
 
@@ -79,7 +78,6 @@ register(
         summary="DCGAN as in the paper and pytorch/examples: transposed convs + BatchNorm, BCE loss",
         build_generator=Generator,
         build_discriminator=Discriminator,
-        build_loss=lambda config, augment: NonSaturatingLoss(augment),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999)),
         z_dim=100,
         width=64,

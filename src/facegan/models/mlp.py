@@ -9,7 +9,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .dcgan import init_weights
-from .losses import NonSaturatingLoss
 from .registry import Architecture, ModelConfig, register
 
 
@@ -51,6 +50,5 @@ register(
         summary="fully-connected vanilla GAN (dense + LeakyReLU, BatchNorm in G, BCE loss): the tutorial baseline",
         build_generator=Generator,
         build_discriminator=Discriminator,
-        build_loss=lambda config, augment: NonSaturatingLoss(augment),
     )
 )

@@ -1,15 +1,17 @@
-"""Architectures by name: each entry says how to build its networks, its loss and its optimisers.
+"""Architectures by name: each entry says how to build its networks and names its loss and optimiser settings.
 
 Adding an architecture means registering one `Architecture`; the training loop never changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from torch import nn
 
 from ..settings import check_size
+from .augment import parse_policy
+from .losses import GANLoss, LossSettings
 
 # The largest models facegan builds; a checkpoint declaring more is refused before anything is allocated.
 MAX_WIDTH = 1024
@@ -39,7 +41,7 @@ class Architecture:
     summary: str
     build_generator: Callable[[ModelConfig], nn.Module]
     build_discriminator: Callable[[ModelConfig], nn.Module]
-    build_loss: Callable[[ModelConfig, list[str]], "object"]
+    loss: LossSettings = field(default_factory=LossSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     z_dim: int = 100
     width: int = 64
@@ -81,9 +83,14 @@ def build_discriminator(config: ModelConfig) -> nn.Module:
     return get_architecture(config.arch).build_discriminator(config)
 
 
-def build_loss(config: ModelConfig, augment: str = "auto"):
-    """The architecture's loss; `augment` is a DiffAugment policy ("color,translation"), "none", or "auto" for its default."""
-    from .augment import parse_policy
-
+def build_loss(config: ModelConfig, augment: str = "auto", objective: str | None = None,
+               r1_gamma: float | None = None) -> GANLoss:
+    """The architecture's loss; `augment` is a DiffAugment policy ("color,translation"), "none", or "auto" for its
+    default; `objective` and `r1_gamma`, when given, replace the architecture's."""
     arch = get_architecture(config.arch)
-    return arch.build_loss(config, parse_policy(arch.augment if augment == "auto" else augment))
+    settings = arch.loss
+    if objective is not None:
+        settings = replace(settings, objective=objective)
+    if r1_gamma is not None:
+        settings = replace(settings, r1_gamma=r1_gamma)
+    return GANLoss(settings, parse_policy(arch.augment if augment == "auto" else augment))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import R1Loss
+from .losses import LossSettings
 from .registry import Architecture, ModelConfig, OptimizerSettings, register
 
 
@@ -129,7 +129,7 @@ register(
         summary="modern: residual G/D without BatchNorm, non-saturating loss + lazy R1, minibatch stddev",
         build_generator=Generator,
         build_discriminator=Discriminator,
-        build_loss=lambda config, augment: R1Loss(r1_gamma=0.05, r1_every=16, augment=augment),
+        loss=LossSettings("non-saturating", r1_gamma=0.05, r1_every=16),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99)),
         z_dim=128,
         width=16,
@@ -143,7 +143,7 @@ register(
         summary="modern, fast on CPU: resnet, but D starts with a strided 4x4 conv instead of a full-resolution residual block",
         build_generator=Generator,
         build_discriminator=lambda config: Discriminator(config, strided_stem=True),
-        build_loss=lambda config, augment: R1Loss(r1_gamma=0.05, r1_every=16, augment=augment),
+        loss=LossSettings("non-saturating", r1_gamma=0.05, r1_every=16),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99)),
         z_dim=128,
         width=16,

@@ -24,7 +24,6 @@ import math
 
 from torch import Tensor, nn
 
-from .losses import NonSaturatingLoss
 from .registry import Architecture, ModelConfig, OptimizerSettings, register
 
 START = 8  # the Dense layer makes an 8 x 8 x 3 map
@@ -110,7 +109,6 @@ register(
                 "the baseline, 32 px as reported",
         build_generator=Generator,
         build_discriminator=Discriminator,
-        build_loss=lambda config, augment: NonSaturatingLoss(augment),
         optimizer=OptimizerSettings(lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999)),
         z_dim=100,
         width=64,

@@ -8,6 +8,7 @@ from ..config import device_option, option, precision_option
 from ..data import PrepareConfig
 from ..models import ARCHITECTURES
 from ..models.augment import parse_policy
+from ..models.losses import OBJECTIVES
 
 DEFAULT_KIMG = 2000.0
 # What `--resume` takes from the command line; every other option is the run's own and cannot change.
@@ -35,6 +36,11 @@ class TrainConfig:
     batch: int | None = option(None, "batch size (architecture default when unset)", flags=("--batch", "--batch-size"))
     lr_g: float | None = option(None, "generator learning rate (architecture default when unset)")
     lr_d: float | None = option(None, "discriminator learning rate (architecture default when unset)")
+    loss: str | None = option(None, "the GAN objective (architecture default when unset)", choices=tuple(OBJECTIVES))
+    r1_gamma: float | None = option(None, "strength of the R1 penalty on D's gradient at real images, 0 for none "
+                                          "(architecture default when unset: resnet 0.05, others 0)")
+    beta1: float | None = option(None, "Adam's beta1 for both networks (architecture default when unset: dcgan 0.5, "
+                                       "resnet 0)")
     steps: int | None = option(None, "stop after this many steps in total")
     kimg: float | None = option(None, f"stop after this many thousand real images in total ({DEFAULT_KIMG:g} when no budget is set)")
     minutes: float | None = option(None, "stop after this many minutes of this invocation")
@@ -88,6 +94,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
+        if self.r1_gamma is not None and not (math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
+            raise ValueError(f"--r1-gamma must be finite and not negative, got {self.r1_gamma}")
+        if self.beta1 is not None and not 0 <= self.beta1 < 1:
+            raise ValueError(f"--beta1 must be at least 0 and below 1, got {self.beta1}")
         if not 0 < self.ada_target < 1:
             raise ValueError(f"--ada-target must be between 0 and 1, got {self.ada_target}")
         if not (math.isfinite(self.ema_kimg) and self.ema_kimg > 0):

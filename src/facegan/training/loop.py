@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in Jupyter ("IProgress not found")
 
@@ -329,7 +330,7 @@ def train_step(state: TrainingState, loss, real: torch.Tensor, device: torch.dev
 
 
 @torch.inference_mode()
-def sample_faces(G: torch.nn.Module, model: ModelConfig, device: torch.device, seeds=SAMPLE_SEEDS) -> "np.ndarray":
+def sample_faces(G: torch.nn.Module, model: ModelConfig, device: torch.device, seeds=SAMPLE_SEEDS) -> np.ndarray:
     z = latents_from_seeds(seeds, model.z_dim).to(device)
     return to_uint8(G(z).float().cpu())
 
@@ -406,7 +407,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, o
         config = replace(config, augment=augment)
         state = create_state(config, model, indices, device)
         state.data = {"content_hash": dataset.content_hash, "images": len(dataset)}
-        loss = build_loss(model, config.augment)
+        loss = build_loss(model, config.augment, config.loss, config.r1_gamma)
         if loss.adaptive is not None:
             state.ada = AdaController(loss.adaptive, config.ada_target, config.ada_kimg)
         if saved is not None:

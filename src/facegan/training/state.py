@@ -112,8 +112,9 @@ def create_state(config: TrainConfig, model: ModelConfig, indices, device: torch
     D = to_channels_last(build_discriminator(model).to(device))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     settings = arch.optimizer
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=settings.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=settings.betas)
+    betas = settings.betas if config.beta1 is None else (config.beta1, settings.betas[1])
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g or settings.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d or settings.lr_d, betas=betas)
     order = BatchOrder(indices, config.batch or default_batch(arch.batch_size, len(indices)), config.seed)
     return TrainingState(config, model, G, G_ema, D, opt_g, opt_d, order)
 
