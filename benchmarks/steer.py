@@ -10,7 +10,10 @@ colour channel, averaged (skimage's structural_similarity with gaussian_weights=
 
 Directions: --faces fresh faces, each moved along "age" and "gender" across the sliders' range; the attribute
 classifier's answer at each step, the change per unit of slider, and how often the other attribute changes
-(a gender flip: P(female) on the other side of 0.5 at the two ends of the range).
+(a gender flip: P(female) on the other side of 0.5 at the two ends of the range), with the product's edits
+(an age edit holds gender by one correction step with the shipped classifier, and the other way round) and
+along the bare directions. Because the shipped classifier takes part in the held edits, --judge names a
+second classifier, trained apart (another seed), that reads the same faces.
 
 JSON goes to --out/steer.json with the pictures steer-projection-{celeba,utkface}.png (photos above their
 reconstructions), steer-edit-projected.png (projected photos edited) and steer-age.png / steer-gender.png
@@ -55,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--single", type=int, default=5, help="photos projected one at a time, for the latency")
     parser.add_argument("--faces", type=int, default=1000, help="fresh faces for the directions")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"projection variants, comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--judge", default=None, help="a second attribute classifier that reads the directions' results "
+                        "beside the shipped one (the shipped one also holds gender during age edits): "
+                        "benchmarks/attributes.py --seed 1 --out FILE trains one")
     parser.add_argument("--only", nargs="*", default=["projection", "edits", "directions"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     return parser.parse_args(argv)
@@ -130,30 +136,47 @@ def edits_part(args, generator, out: Path) -> None:
 
 
 def directions_part(args, generator, out: Path) -> dict:
-    classifier = load_attribute_classifier()
+    classifiers = {"shipped classifier": load_attribute_classifier()}
+    if args.judge:
+        classifiers["judge"] = load_attribute_classifier(args.judge)
     seeds = range(1_000_000, 1_000_000 + args.faces)  # never used to fit the directions
     amounts = np.linspace(-SLIDER_RANGE, SLIDER_RANGE, SLIDER_STEPS)
     results = {}
+    for hold, label in ((True, "held (the default)"), (False, "bare direction")):
+        generator.hold = hold
+        for name in ("age", "gender"):
+            faces = [generator.faces(seeds, edits={name: float(a)}) for a in amounts]
+            results[f"{name}, {label}"] = {reader: slider_figures(classifier, faces, amounts, args.faces)
+                                           for reader, classifier in classifiers.items()}
+            print(json.dumps({f"{name}, {label}": results[f"{name}, {label}"]}), file=sys.stderr)
+    generator.hold = True
     for name in ("age", "gender"):
-        predicted = [classifier.predict(generator.faces(seeds, edits={name: float(a)})) for a in amounts]
-        age = np.stack([p["age"] for p in predicted])
-        female = np.stack([p["female"] for p in predicted])
-        span = amounts[-1] - amounts[0]
-        results[name] = {
-            "amounts": amounts.tolist(),
-            "mean predicted age": age.mean(axis=1).round(2).tolist(),
-            "mean P(female)": female.mean(axis=1).round(4).tolist(),
-            "age change over the range (years)": float((age[-1] - age[0]).mean()),
-            "age change per unit": float((age[-1] - age[0]).mean() / span),
-            "P(female) change over the range": float((female[-1] - female[0]).mean()),
-            "gender flips over the range": float(((female[-1] > 0.5) != (female[0] > 0.5)).mean()),
-            "faces whose age rises at every step": float((np.diff(age, axis=0) > 0).all(axis=0).mean()),
-            "faces": args.faces,
-        }
-        print(json.dumps({name: results[name]}), file=sys.stderr)
         _save_slider_picture(generator, name, amounts, out / f"steer-{name}.png")
-    results["random directions (baseline)"] = random_baseline(generator, classifier, seeds)
+    results["random directions (baseline)"] = random_baseline(generator, classifiers["shipped classifier"], seeds)
+    if args.judge:
+        judge = classifiers["judge"].predict(generator.faces(seeds))["female"] > 0.5
+        shipped = classifiers["shipped classifier"].predict(generator.faces(seeds))["female"] > 0.5
+        results["the two classifiers disagree on gender (unedited faces)"] = float((judge != shipped).mean())
     return results
+
+
+def slider_figures(classifier, faces: list[np.ndarray], amounts: np.ndarray, count: int) -> dict:
+    """What one classifier reads along a slider: faces[i] are the faces at amounts[i]."""
+    predicted = [classifier.predict(batch) for batch in faces]
+    age = np.stack([p["age"] for p in predicted])
+    female = np.stack([p["female"] for p in predicted])
+    span = amounts[-1] - amounts[0]
+    return {
+        "amounts": amounts.tolist(),
+        "mean predicted age": age.mean(axis=1).round(2).tolist(),
+        "mean P(female)": female.mean(axis=1).round(4).tolist(),
+        "age change over the range (years)": float((age[-1] - age[0]).mean()),
+        "age change per unit": float((age[-1] - age[0]).mean() / span),
+        "P(female) change over the range": float((female[-1] - female[0]).mean()),
+        "gender flips over the range": float(((female[-1] > 0.5) != (female[0] > 0.5)).mean()),
+        "faces whose age rises at every step": float((np.diff(age, axis=0) > 0).all(axis=0).mean()),
+        "faces": count,
+    }
 
 
 def random_baseline(generator, classifier, seeds, count: int = 3) -> list[dict]:

@@ -6,6 +6,7 @@ page (`facegan.serve`, which sits above this module and adds its own entry) call
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -87,7 +88,19 @@ def load(path: str | os.PathLike | None = None, device: str = "auto", precision:
     `device`: auto (the GPU when there is one), cpu, cuda or cuda:N; `precision`: fp32, bf16 (faster where the
     hardware supports it) or auto.
     """
-    return load_generator(default_model_path() if path is None else path, device, precision)
+    generator = load_generator(default_model_path() if path is None else path, device, precision)
+    generator.attribute_predictor = predict_attributes
+    return generator
+
+
+def predict_attributes(faces: np.ndarray) -> dict[str, np.ndarray]:
+    """{"age": years, "female": probability} of N x H x W x 3 uint8 faces, by the shipped attribute classifier."""
+    return _shipped_attribute_classifier().predict(faces)
+
+
+@functools.cache
+def _shipped_attribute_classifier():
+    return load_attribute_classifier()
 
 
 def prepare(data: str | os.PathLike | PrepareConfig, size: int = 64, out: str | os.PathLike | None = None,
@@ -193,8 +206,7 @@ def directions(config: DirectionsConfig) -> tuple[Path, Directions]:
     generator = load(config.checkpoint, config.device)
     found = sefa(generator.network, config.count)
     if config.named:
-        classifier = load_attribute_classifier()
-        named = fit_named(generator.network, generator.images_from_latents, classifier.predict, config.samples,
+        named = fit_named(generator.network, generator.images_from_latents, predict_attributes, config.samples,
                           config.seed, generator.z_dim)
         found = named.merged(found)
     path = Path(config.out) if config.out else directions_path(generator.info["checkpoint"])

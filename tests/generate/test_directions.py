@@ -9,8 +9,8 @@ import facegan
 from facegan.checkpoint import CheckpointError
 from facegan.generate import GenerateConfig, InterpolateConfig
 from facegan.generate.config import DirectionsConfig
-from facegan.generate.directions import (Directions, first_linear_map, fit_named, load_directions, orthogonalise,
-                                         parse_edits, save_directions, sefa)
+from facegan.generate.directions import (Directions, first_linear_map, fit_named, held_attributes, hold_named,
+                                         load_directions, orthogonalise, parse_edits, save_directions, sefa)
 from facegan.generate.latents import first_layer_output
 from facegan.runs import list_checkpoints
 
@@ -129,6 +129,7 @@ def test_named_directions_follow_the_attribute_and_hold_the_other_still(trained_
     again = fit_named(generator.network, generator.images_from_latents, predict, samples=600, seed=1, z_dim=generator.z_dim)
     assert torch.equal(again.vectors, named.vectors)
     generator.use_directions(named)
+    generator.attribute_predictor = predict  # named edits hold the other attribute as this stand-in reads it
     seeds = list(range(100, 140))
     ages = [predict(generator.faces(seeds, edits={"age": amount}))["age"].mean() for amount in (-2, -1, 0, 1, 2)]
     assert all(a < b for a, b in zip(ages, ages[1:]))
@@ -140,6 +141,54 @@ def test_named_directions_follow_the_attribute_and_hold_the_other_still(trained_
     assert change("age", "female") < change("gender", "female")
     assert change("gender", "age") < change("age", "age")
     assert named.notes["age"]["change per unit"] > 0
+
+
+def _leaning_classifier(z: np.ndarray) -> dict[str, np.ndarray]:
+    """A stand-in classifier reading latents directly: age along axis 0, a gender logit along axis 1 that also
+    leans on axis 0 (so moving age alone changes gender)."""
+    z = np.asarray(z, dtype=np.float64)
+    return {"age": 10 * z[:, 0] + 30, "female": 1 / (1 + np.exp(-(3 * z[:, 1] + 0.9 * z[:, 0])))}
+
+
+def test_an_age_edit_holds_gender_with_one_newton_step():
+    age, gender = torch.eye(4)[:2]
+    directions = Directions(["age", "gender"], torch.stack([age, gender]), "stand-in",
+                            {"age": {"change per unit": 10.0}, "gender": {"change per unit": 3.0}})
+    z = 0.3 * torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    moved = z + 2 * age
+    held = hold_named(z, moved, ["gender"], directions, _leaning_classifier, lambda latents: latents.numpy())
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    before, free, after = (_leaning_classifier(latents.numpy()) for latents in (z, moved, held))
+    assert np.abs(logit(free["female"]) - logit(before["female"])).min() > 1.7  # the edit alone moved gender
+    assert np.allclose(logit(after["female"]), logit(before["female"]), atol=1e-5)
+    assert np.allclose(after["age"] - before["age"], 20, atol=1e-4)  # and age moved as asked
+
+
+def test_which_named_attributes_an_edit_holds():
+    directions = Directions(["age", "gender", "dir1"], torch.eye(3), "stand-in",
+                            {"age": {"change per unit": 6.5}, "gender": {"change per unit": 3.3}})
+    assert held_attributes(directions, {"age": 2}) == ["gender"]
+    assert held_attributes(directions, {"age": 2, "gender": 0, "dir1": 1}) == ["gender"]
+    assert held_attributes(directions, {"gender": -1}) == ["age"]
+    assert held_attributes(directions, {"age": 1, "gender": 1}) == []  # both asked for: nothing to hold
+    assert held_attributes(directions, {"dir1": 3, "age": 0}) == []  # unsupervised edits hold nothing
+    unfitted = Directions(["age", "gender"], torch.eye(2), "stand-in")  # no measured change per unit
+    assert held_attributes(unfitted, {"age": 2}) == []
+
+
+def test_the_shipped_models_age_edit_keeps_gender_closer_than_the_bare_direction():
+    generator = facegan.load()
+    seeds = range(2_000_000, 2_000_064)
+    logit = lambda p: np.log(np.clip(p, 1e-3, 1 - 1e-3) / (1 - np.clip(p, 1e-3, 1 - 1e-3)))  # noqa: E731
+
+    def ends(hold):
+        generator.hold = hold
+        return [facegan.api.predict_attributes(generator.faces(seeds, edits={"age": amount})) for amount in (-3, 3)]
+
+    (free_low, free_high), (low, high) = ends(False), ends(True)
+    drift = lambda a, b: np.abs(logit(a["female"]) - logit(b["female"])).mean()  # noqa: E731
+    assert drift(low, high) < 0.6 * drift(free_low, free_high)
+    assert (high["age"] - low["age"]).mean() > 0.8 * (free_high["age"] - free_low["age"]).mean() > 20
 
 
 def test_orthogonalise_removes_shared_components():

@@ -6,7 +6,9 @@ AᵀA with the largest eigenvalues are the directions that layer's output moves 
 BatchNorm right after that layer rescales each channel in eval mode, so its scale is folded into A
 first. Named directions (age, gender) are linear fits of an attribute classifier's predictions
 over sampled latents (InterFaceGAN), made orthogonal to each other so that moving along one
-changes the other as little as a linear model can arrange.
+changes the other as little as a linear model can arrange. Far from the mean the classifier's
+readings are not linear in z, so an edit of one named attribute then holds the others where they
+were with one correction step measured by the classifier (`hold_named`).
 
 Every direction is a unit vector in z: one unit of a slider moves a face by one standard
 deviation of the latent distribution along it.
@@ -211,6 +213,34 @@ def fit_named(network: nn.Module, images_of: Callable[[torch.Tensor], np.ndarray
     names = list(NAMED_ATTRIBUTES)
     return Directions(names, torch.tensor(np.stack([vectors[n] for n in names]), dtype=torch.float32),
                       generator_fingerprint(network), notes)
+
+
+def held_attributes(directions: Directions, edits: Mapping[str, float]) -> list[str]:
+    """The named attributes an edit holds: when it moves a named direction, the named ones it leaves at 0."""
+    named = [name for name in NAMED_ATTRIBUTES if name in directions.names
+             and "change per unit" in directions.notes.get(name, {})]
+    if not any(edits.get(name) for name in named):
+        return []
+    return [name for name in named if not edits.get(name)]
+
+
+def hold_named(z: torch.Tensor, moved: torch.Tensor, held: list[str], directions: Directions,
+               predict: Callable[[np.ndarray], dict[str, np.ndarray]],
+               images_of: Callable[[torch.Tensor], np.ndarray]) -> torch.Tensor:
+    """`moved` (the latents `z` after an edit) corrected so that the `held` named attributes read as they did at `z`.
+
+    One Newton step per face along each held direction: the classifier's reading of the face before and after
+    the edit, divided by the direction's fitted change per unit. Along the age direction this halves the faces
+    whose gender flips, measured by a second classifier (benchmarks/README.md, "Steering").
+    """
+    before, after = predict(images_of(z)), predict(images_of(moved))
+    for name in held:
+        output, _ = NAMED_ATTRIBUTES[name]
+        probability = output in PROBABILITIES
+        drift = _fit_target(before[output], probability) - _fit_target(after[output], probability)
+        units = torch.as_tensor(drift / directions.notes[name]["change per unit"], dtype=moved.dtype)
+        moved = moved + units[:, None] * directions.vector(name).to(moved.dtype)
+    return moved
 
 
 def _fit_target(values: np.ndarray, probability: bool) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,16 @@ from ..models import ModelConfig, build_generator, latents_from_seeds
 from ..models.layout import to_channels_last
 from ..models.device import resolve_device
 from ..models.precision import autocast, resolve_precision
-from .directions import SLIDER_RANGE, Directions, directions_path, generator_fingerprint, load_directions, sefa
+from .directions import (
+    SLIDER_RANGE,
+    Directions,
+    directions_path,
+    generator_fingerprint,
+    held_attributes,
+    hold_named,
+    load_directions,
+    sefa,
+)
 from .display import Animation, Faces
 from .latents import Latents, shifted_first_layer
 
@@ -32,6 +41,9 @@ class FaceGenerator:
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
     directions_file: Path | None = None  # the model's saved edit directions, when it has them
+    # faces -> {"age": years, "female": probability}; with it, an edit of a named attribute holds the others
+    attribute_predictor: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+    hold: bool = True  # False: named edits move along their directions only
     _directions: Directions | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
 
@@ -67,9 +79,20 @@ class FaceGenerator:
             raise ValueError("these directions belong to another model (their fingerprint differs)")
         self._directions = directions
 
-    def edited(self, z: torch.Tensor, edits: Mapping[str, float] | None) -> torch.Tensor:
-        """`z` moved along the named directions by the given units: {"age": 2, "dir3": -1.5}."""
-        return z + self.directions.offset(edits).to(z.dtype) if edits else z
+    def edited(self, z: torch.Tensor, edits: Mapping[str, float] | None, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """`z` moved along the named directions by the given units: {"age": 2, "dir3": -1.5}.
+
+        An edit of age or gender also holds the other where it was (one correction step measured by the
+        attribute predictor, when there is one and `hold` is on); `offset` is the latents' first-layer offset.
+        """
+        if not edits:
+            return z
+        moved = z + self.directions.offset(edits).to(z.dtype)
+        held = held_attributes(self.directions, edits) if self.hold and self.attribute_predictor else []
+        if not held:
+            return moved
+        return hold_named(z, moved, held, self.directions, self.attribute_predictor,
+                          lambda latents: self.images_from_latents(latents, offset=offset))
 
     @torch.inference_mode()
     def images_from_latents(self, z: torch.Tensor, batch_size: int = 64, offset: torch.Tensor | None = None) -> np.ndarray:
@@ -92,7 +115,7 @@ class FaceGenerator:
         """The faces of saved latent codes (projected photos), optionally edited."""
         if latents.fingerprint != self.fingerprint:
             raise ValueError("these latents belong to another model (their fingerprint differs)")
-        return self.images_from_latents(self.edited(latents.z, edits), batch_size, latents.offset)
+        return self.images_from_latents(self.edited(latents.z, edits, latents.offset), batch_size, latents.offset)
 
     def generate(self, n: int = 1, seed: int = 0, truncation: float = 1.0, batch_size: int = 64,
                  edits: Mapping[str, float] | None = None) -> Faces:
@@ -123,10 +146,10 @@ class FaceGenerator:
         several seeds play side by side in each frame."""
         if frames < 2:
             raise ValueError("a walk needs at least two frames")
-        vector = self.directions.vector(direction)
+        self.directions.vector(direction)  # an unknown name fails before any work
         keys = latents_from_seeds(seeds, self.z_dim, truncation)
         amounts = span * torch.cos(torch.linspace(0, 2 * torch.pi, frames + 1)[:frames])  # +span, down, and back
-        z = (keys[None] + amounts[:, None, None] * vector).reshape(-1, self.z_dim)
+        z = torch.cat([self.edited(keys, {direction: float(amount)}) for amount in amounts])
         faces = self.images_from_latents(z, batch_size).reshape(frames, len(keys), self.size, self.size, 3)
         return Animation(np.stack([frame[0] if len(keys) == 1 else make_grid(frame) for frame in faces]))
 

@@ -354,7 +354,7 @@ class FaceRenderer:
     def latent_file(self, latents: Latents, edits: dict[str, float] | None = None) -> bytes:
         """A latent file of `latents` with the edits applied: it makes the edited face as it is."""
         with self._lock, torch.inference_mode():
-            edited = Latents(self.generator.edited(latents.z, edits or None), latents.fingerprint, latents.offset,
+            edited = Latents(self.generator.edited(latents.z, edits or None, latents.offset), latents.fingerprint, latents.offset,
                              latents.names)
         return latent_file_bytes(edited)
 
