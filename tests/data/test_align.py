@@ -293,3 +293,16 @@ def test_train_passes_alignment_options(photo_folder):
     dataset = load_dataset(TrainConfig.create(str(photo_folder), size=32, align=True, faces="all", min_face=60,
                                        workers=1, progress=False))
     assert len(dataset) == 3 and dataset.manifest["align"]["faces"] == "all"
+
+
+def test_repeated_align_calls_load_the_models_once(reference_face):
+    import facegan
+    from facegan.data.align import shared_aligner
+
+    photo, reference = reference_face
+    before = shared_aligner.cache_info()
+    (again,) = facegan.align(np.asarray(photo))
+    assert shared_aligner.cache_info().hits == before.hits + 1  # the same aligner, its models already loaded
+    assert np.array_equal(again.image, reference.image)
+    (other,) = facegan.align(np.asarray(photo), size=32)  # other options: an aligner of their own
+    assert other.image.shape == (32, 32, 3)
