@@ -79,7 +79,8 @@ def test_model_info_comes_from_the_model_config_and_card(client, generator):
     assert "DCGAN" in info["summary"]
     assert info["card"]["checkpoint"].endswith(".safetensors") and "/" not in info["card"]["checkpoint"]
     assert info["limits"] == {"max_seed": MAX_SEED, "max_grid": 64, "max_frames": 120, "max_fps": 50.0,
-                              "max_pixels": 8 * 1024 * 1024}
+                              "max_pixels": 8 * 1024 * 1024, "max_photo_bytes": 10 * 1024 * 1024,
+                              "max_photo_pixels": 40_000_000, "max_latent_bytes": 1024 * 1024}
 
 
 def test_model_card_shows_the_facts_the_generator_carries(generator):

@@ -185,6 +185,9 @@ class Limits(BaseModel):
     max_frames: int = MAX_FRAMES
     max_fps: float = MAX_FPS
     max_pixels: int = MAX_PIXELS
+    max_photo_bytes: int = Field(MAX_PHOTO_BYTES, description="the largest photo upload (/api/project)")
+    max_photo_pixels: int = Field(MAX_PHOTO_PIXELS, description="the most pixels an uploaded photo may have")
+    max_latent_bytes: int = Field(MAX_LATENT_BYTES, description="the largest latent file upload (/api/latent)")
 
 
 class ModelInfo(BaseModel):
