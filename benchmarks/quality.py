@@ -90,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="where JSON and plot go")
     parser.add_argument("--inception", default=None, help="FID Inception weights (else $FACEGAN_INCEPTION, cache)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true", help="train nothing: write the results and tables of the "
+                        "curve so far (a search that continues over several sessions)")
     args = parser.parse_args(argv)
     if args.candidates and args.archs:
         parser.error("give --candidates or --archs, not both")
@@ -452,20 +454,21 @@ def equal_minutes(curve: list[dict]) -> list[dict]:
 
 
 def summarise(args, candidates: list[Candidate], curve: list[dict]) -> dict:
-    names = list(dict.fromkeys([c.name for c in candidates] + candidate_names(curve)))
+    declared = {c.name: c for c in candidates}
+    names = list(dict.fromkeys(list(declared) + candidate_names(curve)))
     behind = dropped(args, curve)
     return {"command": " ".join(sys.argv), "environment": environment(),
             "protocol": {"size": args.size, "kimg": args.kimg, "every_kimg": args.every_kimg, "fakes": args.fakes,
                          "final_fakes": args.final_fakes, "drop_behind": args.drop_behind, "real": "test split"},
             "real_photos": floor_of(args, curve),
-            "candidates": {name: candidate_summary(args, name, curve, behind) for name in names},
+            "candidates": {name: candidate_summary(args, name, curve, behind, declared.get(name)) for name in names},
             "equal_minutes": equal_minutes(curve), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def candidate_summary(args, name: str, curve: list[dict], behind: dict[str, float]) -> dict:
+def candidate_summary(args, name: str, curve: list[dict], behind: dict[str, float], declared: Candidate | None) -> dict:
     points = points_of(curve, name)
     finals = sorted((r for r in curve if r["candidate"] == name and r["final"]), key=lambda r: r["kimg"])
-    first = (points or finals)[0]
+    first = (points or finals)[0] if points or finals else {"arch": declared.arch, "options": declared.options}
     return {"arch": first["arch"], "options": first["options"], "status": status(args, points, behind.get(name)),
             "dropped_at_kimg": behind.get(name),
             "img_per_s": {m: per[name] for m, per in rates(curve).items() if name in per},
@@ -545,7 +548,7 @@ def plot(summary: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     candidates = candidates_of(args)
-    curve = run(args, candidates)
+    curve = load_curve(Path(args.runs) / CURVE) if args.report else run(args, candidates)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(args, candidates, curve)

@@ -112,6 +112,21 @@ def test_a_rerun_continues_keeps_its_points_and_takes_a_new_candidate(face_folde
     assert list(summary["candidates"]) == ["a", "b"] and summary["candidates"]["a"]["final"]["kimg"] == 0.032
 
 
+def test_report_writes_the_results_of_the_curve_so_far_and_trains_nothing(face_folder, tmp_path, monkeypatch):
+    module = load_script(monkeypatch)
+    calls = fake_evaluations(monkeypatch, module)
+    module.main(command(face_folder, tmp_path, "--candidates", "a=dcgan:width=8", "--kimg", "0.016"))
+    before, evaluations = curve_of(tmp_path), len(calls["points"])
+    (tmp_path / "out" / "quality.json").unlink()
+    wider = command(face_folder, tmp_path, "--candidates", "a=dcgan:width=8,b=dcgan:width=8", "--report")
+    summary = module.main(wider)
+    assert curve_of(tmp_path) == before and len(calls["points"]) == evaluations
+    assert not (tmp_path / "runs" / "b").exists()
+    assert json.loads((tmp_path / "out" / "quality.json").read_text())["candidates"]["a"]["curve"]
+    assert summary["candidates"]["a"]["status"] == "stopped at 0.016 kimg"  # --kimg is 0.032 here
+    assert summary["candidates"]["b"]["status"] == "not started"
+
+
 def test_a_point_whose_evaluation_was_interrupted_is_evaluated_without_more_training(face_folder, tmp_path, monkeypatch):
     module = load_script(monkeypatch)
     calls = fake_evaluations(monkeypatch, module)
