@@ -262,7 +262,7 @@ def load(path: str | os.PathLike, sections: list[str] | None = None) -> dict[str
     missing = [name for name in wanted if name not in metadata]
     if missing:
         raise CheckpointError(f"{path}: checkpoint has no {', '.join(missing)} "
-                              f"(it is a {_short(metadata['kind'])} checkpoint)")
+                              f"(its kind is {_short(metadata['kind'])})")
     specs = {key: TensorSpec(key, info["dtype"], tuple(info["shape"]))
              for key, info in header.items() if key != "__metadata__"}
     try:
@@ -286,7 +286,7 @@ def load_section(path: str | os.PathLike, kind: str, what: str) -> dict[str, Any
     state = load(path)
     section = state.get(kind)
     if state.get("kind") != kind or not isinstance(section, dict):
-        raise CheckpointError(f"{path}: not a {what} (it is a {_short(state.get('kind'))} file)")
+        raise CheckpointError(f"{path}: not a {what} (its kind is {_short(state.get('kind'))})")
     return section
 
 

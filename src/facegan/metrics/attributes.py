@@ -237,7 +237,7 @@ def load_attribute_classifier(path: str | os.PathLike | None = None) -> Attribut
     except CheckpointError as error:
         raise ValueError(str(error)) from None
     if saved["kind"] != KIND or not {"attributes", "weights"} <= set(saved):
-        raise ValueError(f"{path}: not an attribute classifier (it is a facegan {saved['kind']!r} checkpoint)")
+        raise ValueError(f"{path}: not an attribute classifier (its kind is {saved['kind']!r})")
     size, widths = _architecture(path, saved["attributes"])
     network = AttributeNet(widths)
     try:
