@@ -80,6 +80,15 @@ def test_generator_only_files_have_no_discriminator(trained_run, tmp_path):
         load_discriminator(small)
 
 
+def test_a_generator_file_saved_with_its_discriminator_scores_like_the_run(trained_run, face_folder, tmp_path):
+    small = save_generator(trained_run, tmp_path / "g+d.safetensors", discriminator=True)
+    stored = checkpoint.load(small, sections=["D"])["D"]
+    assert {value.dtype for value in stored.values() if value.is_floating_point()} == {torch.float16}
+    files = sorted(face_folder.rglob("*.png"))[:4]
+    full, compact = facegan.score(trained_run, files).scores, facegan.score(small, files).scores
+    assert [a.probability for a in compact] == pytest.approx([a.probability for a in full], abs=5e-3)
+
+
 def test_cli_prints_each_score_and_a_summary(trained_run, face_folder, tmp_path, capsys):
     files = sorted(face_folder.rglob("*.png"))[:3]
     assert main(["score", "--checkpoint", str(trained_run), *map(str, files)]) == 0

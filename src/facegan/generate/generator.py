@@ -175,11 +175,17 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "auto",
     return FaceGenerator(network, model, info, device, precision, directions if directions.is_file() else None)
 
 
-def save_generator(source: str | os.PathLike, out: str | os.PathLike, info: dict | None = None) -> Path:
+def save_generator(source: str | os.PathLike, out: str | os.PathLike, info: dict | None = None,
+                   discriminator: bool = False) -> Path:
     """Write only the moving-average generator of a checkpoint (plus its config and `info`) to `out`.
 
-    This is the small file to share or ship: it generates faces but cannot resume training.
+    This is the small file to share or ship: it generates faces but cannot resume training. With
+    `discriminator` the checkpoint's discriminator goes in too, as float16 (the shipped model's form: what
+    `train --init` and `score` need, at half the bytes).
     """
     path = resolve_checkpoint(source)
-    saved = checkpoint.load(path, sections=["model", "G_ema"])
-    return checkpoint.save(out, {"model": saved["model"], "G_ema": saved["G_ema"], "info": info or {}}, kind="generator")
+    saved = checkpoint.load(path, sections=["model", "G_ema", *(["D"] if discriminator else [])])
+    state = {"model": saved["model"], "G_ema": saved["G_ema"], "info": info or {}}
+    if discriminator:
+        state["D"] = {key: value.half() if value.is_floating_point() else value for key, value in saved["D"].items()}
+    return checkpoint.save(out, state, kind="generator")
