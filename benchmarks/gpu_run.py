@@ -29,6 +29,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from facegan.cli import main as facegan_main
@@ -89,7 +90,6 @@ def split_file(path: Path, out: Path) -> list[Path]:
 
 
 def _device_name() -> str:
-    import torch
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from facegan import checkpoint
+from facegan.generate.generator import float16_weights
 from facegan.data import BatchOrder, PrepareConfig, prepare
 from facegan.models import build_discriminator, build_generator, build_loss
 from facegan.models.precision import autocast, resolve_precision
@@ -64,8 +65,8 @@ def write_shipped_file(saved: dict, D: torch.nn.Module, out: Path, how: dict) ->
     info = dict(saved["info"])
     info["discriminator"] = (f"trained afterwards against this frozen generator for {how['kimg']:.0f} kimg on the "
                              "CelebA train split (benchmarks/shipped_discriminator.py), stored as float16")
-    weights = {key: value.half() if value.is_floating_point() else value for key, value in D.state_dict().items()}
-    return checkpoint.save(out, {"model": saved["model"], "G_ema": saved["G_ema"], "D": weights, "info": info},
+    return checkpoint.save(out, {"model": saved["model"], "G_ema": saved["G_ema"], "D": float16_weights(D.state_dict()),
+                                 "info": info},
                            kind="generator")
 
 

@@ -187,5 +187,10 @@ def save_generator(source: str | os.PathLike, out: str | os.PathLike, info: dict
     saved = checkpoint.load(path, sections=["model", "G_ema", *(["D"] if discriminator else [])])
     state = {"model": saved["model"], "G_ema": saved["G_ema"], "info": info or {}}
     if discriminator:
-        state["D"] = {key: value.half() if value.is_floating_point() else value for key, value in saved["D"].items()}
+        state["D"] = float16_weights(saved["D"])
     return checkpoint.save(out, state, kind="generator")
+
+
+def float16_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A discriminator's weights as the shipped form stores them: floating-point tensors in float16."""
+    return {key: value.half() if value.is_floating_point() else value for key, value in state_dict.items()}
