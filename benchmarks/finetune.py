@@ -138,7 +138,8 @@ def record_point(args, job: str, run_dir: Path, held_out: Path, grids: Path, min
     facegan.load(run_dir).grid(n=36, seed=0).save(grid)
     return {"job": job, "minutes": minutes, "train_minutes": progress["train_seconds"] / 60,
             "kimg": progress["images_seen"] / 1000, "kid": result["kid_mean"], "kid_std": result["kid_std"],
-            "fid": result["fid"], "n_fake": result["n_fake"], "n_real": result["n_real"], "grid": grid.name}
+            "fid": result["fid"], "n_fake": result["n_fake"], "n_real": result["n_real"], "grid": grid.name,
+            "cpu": environment()["cpu"]}
 
 
 def run(args) -> list[dict]:
