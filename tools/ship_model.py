@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from facegan import checkpoint
-from facegan.training import TrainConfig
 from facegan.generate import resolve_checkpoint, save_generator
+from facegan.training import TrainConfig
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "facegan" / "pretrained"
 MAX_BYTES = 25 * 1024 * 1024
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def card_facts(source: Path, result: dict, hardware: str) -> dict:
-    from facegan.models import build_generator, get_architecture, ModelConfig
+    from facegan.models import ModelConfig, build_generator, get_architecture
 
     saved = checkpoint.load(source, sections=["config", "model", "progress"])
     config, model, progress = saved["config"], ModelConfig(**saved["model"]), saved["progress"]

@@ -33,7 +33,6 @@ def test_shipped_file_is_small_and_carries_its_model_card():
 
 
 def test_shipped_file_carries_a_discriminator_that_scores_without_a_checkpoint(tmp_path, capsys):
-
     from facegan import checkpoint
 
     assert "D" in checkpoint.read_metadata(default_model_path())
