@@ -1,5 +1,4 @@
 """tools/ship_model.py: a finished run becomes the shipped file (generator + discriminator) and its model card."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,14 +7,14 @@ import pytest
 import facegan
 from facegan import checkpoint
 
+from ..benchmarks import load_script
+
 SHIP_MODEL = Path(__file__).resolve().parents[2] / "tools" / "ship_model.py"
 
 
 @pytest.fixture()
 def ship_model(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("ship_model", SHIP_MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SHIP_MODEL)
     monkeypatch.setattr(module, "PRETRAINED", tmp_path / "pretrained")
     (tmp_path / "pretrained").mkdir()
     return module
