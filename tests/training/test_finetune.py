@@ -10,6 +10,7 @@ from facegan.generate import save_generator
 from facegan.runs import list_checkpoints
 from facegan.settings import DEFAULT_MODEL, shipped_model
 from facegan.training import loop
+from facegan.training.init import training_stages
 from facegan.training.reporting import read_log
 
 from ..conftest import TINY_TRAIN
@@ -52,6 +53,22 @@ def test_init_from_a_checkpoint_file_starts_fresh_optimisers_and_counters(traine
     saved = checkpoint.load(result.checkpoint, sections=["progress", "opt_g"])
     assert saved["progress"]["step"] == 2 and saved["progress"]["images_seen"] == 16
     assert all(int(state["step"]) == 2 for state in saved["opt_g"]["state"].values()), "Adam starts again at step 0"
+
+
+def test_a_chain_of_fine_tunings_records_every_stage_and_resume_keeps_them(trained_run, face_folder, tmp_path):
+    source = list_checkpoints(trained_run)[-1]
+    second = fine_tune(face_folder, tmp_path / "second", source, steps=2, lr_g=1e-3, augment="none")
+    third = fine_tune(face_folder, tmp_path / "third", second.run_dir, steps=2, augment="ada")
+    resumed = facegan.train(resume=third.run_dir, steps=4, progress=False)
+    stages = training_stages(resumed.checkpoint, checkpoint.load(resumed.checkpoint))
+    first = checkpoint.load(source, sections=["progress"])["progress"]
+    assert [stage["source"] for stage in stages] == [str(source.absolute()), str(second.checkpoint.absolute()),
+                                                     str(resumed.checkpoint)]
+    assert [stage["steps"] for stage in stages] == [first["step"], 2, 4]
+    assert [stage["images_seen"] for stage in stages] == [first["images_seen"], 16, 32]
+    assert stages[0]["train_seconds"] == first["train_seconds"] > 0
+    assert [stage["lr_g"] for stage in stages] == [2e-4, 1e-3, 2e-4]  # the dcgan default where none was given
+    assert [stage["augment"] for stage in stages][1:] == ["none", "ada"]
 
 
 @pytest.mark.skipif(shipped_model(DEFAULT_MODEL) is None, reason="this install ships no default model")

@@ -6,12 +6,13 @@ run, unlike `--resume`, which continues one exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .. import checkpoint
 from ..checkpoint import CheckpointError, resolve_checkpoint
-from ..models import ModelConfig
+from ..models import ModelConfig, get_architecture
 from .ada import SMALL_DATA
 from .config import TrainConfig
 
@@ -23,6 +24,7 @@ class InitWeights:
     source: Path
     model: ModelConfig
     networks: dict  # "G", "G_ema" and, when the source has one, "D": state dicts
+    stages: list[dict] = field(default_factory=list)  # the training that made the source, oldest stage first
 
     @property
     def has_discriminator(self) -> bool:
@@ -37,12 +39,37 @@ def read_init(spec: str) -> InitWeights:
     if not generators:
         raise CheckpointError(f"{path}: holds no generator weights, so --init cannot start from it "
                               "(give a training checkpoint, a run directory or a shipped model such as celeba64)")
-    saved = checkpoint.load(path, sections=["model", *generators, *(["D"] if "D" in metadata else [])])
+    facts = [name for name in ("D", "progress", "config", "info") if name in metadata]
+    saved = checkpoint.load(path, sections=["model", *generators, *facts])
     model = ModelConfig(**saved["model"])
     networks = {"G": saved.get("G", saved.get("G_ema")), "G_ema": saved.get("G_ema", saved.get("G"))}
     if "D" in saved:
         networks["D"] = saved["D"]
-    return InitWeights(path, model, networks)
+    return InitWeights(path, model, networks, training_stages(path, saved))
+
+
+def training_stages(path: Path, saved: dict[str, Any]) -> list[dict]:
+    """The training behind a checkpoint or shipped model, oldest stage first: the stages its own `--init` chain
+    recorded, then the checkpoint's run itself. Each stage: source, steps, images_seen, train_seconds, and the
+    batch, learning rates, augmentation and EMA half-life it trained with. A shipped model's card lists its stages."""
+    progress, info = saved.get("progress"), saved.get("info") or {}
+    if not isinstance(progress, dict):
+        return recorded_stages(info.get("stages"))
+    config, arch = saved.get("config") or {}, get_architecture(saved["model"]["arch"])
+    own = {"source": str(path), "steps": progress["step"], "images_seen": progress["images_seen"],
+           "train_seconds": progress.get("train_seconds", 0.0),
+           "batch": config.get("batch") or arch.batch_size,
+           "lr_g": config.get("lr_g") or arch.optimizer.lr_g, "lr_d": config.get("lr_d") or arch.optimizer.lr_d,
+           "augment": config.get("augment"), "ema_kimg": config.get("ema_kimg")}
+    return [*recorded_stages(progress.get("earlier")), own]
+
+
+def recorded_stages(value: Any) -> list[dict]:
+    """Stage records as a checkpoint holds them; anything malformed counts as no record (they are facts for the
+    model card, never needed to train)."""
+    if not isinstance(value, list) or not all(isinstance(stage, dict) for stage in value):
+        return []
+    return [dict(stage) for stage in value]
 
 
 def configure(config: TrainConfig, init: InitWeights) -> TrainConfig:
@@ -61,9 +88,11 @@ def configure(config: TrainConfig, init: InitWeights) -> TrainConfig:
 
 
 def load_into(state, init: InitWeights) -> None:
-    """Copy the source's weights into a fresh training state; a source without a discriminator keeps the fresh one."""
+    """Copy the source's weights and training history into a fresh training state; a source without a
+    discriminator keeps the fresh one."""
     for name, weights in init.networks.items():
         getattr(state, name).load_state_dict(weights)
+    state.earlier = init.stages
 
 
 def init_notice(init: InitWeights) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from ..models.layout import to_channels_last
 from ..runs import CHECKPOINT_DIR, checkpoint_path, list_checkpoints, unfinished_checkpoints
 from .ada import AdaController
 from .config import TrainConfig
+from .init import recorded_stages
 
 
 @dataclass
@@ -39,6 +40,8 @@ class TrainingState:
     D_train: nn.Module | None = None
     # Adaptive augmentation's controller when the run uses `--augment ada`: its probability is part of the state.
     ada: AdaController | None = None
+    # A fine-tuned run's history: the training stages its `--init` source came from (see init.training_stages).
+    earlier: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.G_train = self.G if self.G_train is None else self.G_train
@@ -59,7 +62,7 @@ class TrainingState:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "progress": {"step": self.step, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
-                         "order": self.order.state_dict()},
+                         "order": self.order.state_dict(), **({"earlier": self.earlier} if self.earlier else {})},
             "rng": rng_state(),
             **({"data": self.data} if self.data is not None else {}),
             **({"augment": self.ada.state_dict()} if self.ada is not None else {}),
@@ -75,6 +78,7 @@ class TrainingState:
         progress = saved["progress"]
         self.step, self.images_seen = progress["step"], progress["images_seen"]
         self.train_seconds = progress.get("train_seconds", 0.0)
+        self.earlier = recorded_stages(progress.get("earlier"))
         order = progress["order"]
         if data_changed and isinstance(order.get("position"), int):
             order = {**order, "position": min(order["position"], len(self.order.indices))}
