@@ -11,7 +11,7 @@ colour channel, averaged (skimage's structural_similarity with gaussian_weights=
 Directions: --faces fresh faces, each moved along "age" and "gender" across the sliders' range; the attribute
 classifier's answer at each step, the change per unit of slider, and how often the other attribute changes
 (a gender flip: P(female) on the other side of 0.5 at the two ends of the range), with the product's edits
-(an age edit holds gender by one correction step with the shipped classifier, and the other way round) and
+(an age edit holds gender by correction steps with the shipped classifier, and the other way round) and
 along the bare directions. Because the shipped classifier takes part in the held edits, --judge names a
 second classifier, trained apart (another seed), that reads the same faces.
 

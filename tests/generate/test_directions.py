@@ -156,12 +156,33 @@ def test_an_age_edit_holds_gender_with_one_newton_step():
                             {"age": {"change per unit": 10.0}, "gender": {"change per unit": 3.0}})
     z = 0.3 * torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
     moved = z + 2 * age
-    held = hold_named(z, moved, ["gender"], directions, _leaning_classifier, lambda latents: latents.numpy())
+    held = hold_named(z, moved, ["gender"], directions, _leaning_classifier, lambda latents: latents.numpy(), steps=1)
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
     before, free, after = (_leaning_classifier(latents.numpy()) for latents in (z, moved, held))
     assert np.abs(logit(free["female"]) - logit(before["female"])).min() > 1.7  # the edit alone moved gender
     assert np.allclose(logit(after["female"]), logit(before["female"]), atol=1e-5)
     assert np.allclose(after["age"] - before["age"], 20, atol=1e-4)  # and age moved as asked
+
+
+def _bending_classifier(z: np.ndarray) -> dict[str, np.ndarray]:
+    """Like _leaning_classifier, but the gender logit bends (a cubic term), so one Newton step leaves some drift."""
+    z = np.asarray(z, dtype=np.float64)
+    return {"age": 10 * z[:, 0] + 30, "female": 1 / (1 + np.exp(-(3 * z[:, 1] + z[:, 1] ** 3 + 0.9 * z[:, 0])))}
+
+
+def test_more_correction_steps_hold_a_bending_attribute_closer():
+    age, gender = torch.eye(4)[:2]
+    directions = Directions(["age", "gender"], torch.stack([age, gender]), "stand-in",
+                            {"age": {"change per unit": 10.0}, "gender": {"change per unit": 3.0}})
+    z = 0.3 * torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    before = logit(_bending_classifier(z.numpy())["female"])
+    drift = {}
+    for steps in (1, 2, 3):
+        held = hold_named(z, z + 2 * age, ["gender"], directions, _bending_classifier, lambda latents: latents.numpy(),
+                          steps=steps)
+        drift[steps] = np.abs(logit(_bending_classifier(held.numpy())["female"]) - before)
+    assert (drift[1] > 0.05).all() and (drift[2] < drift[1]).all() and (drift[3] < drift[2]).all()
 
 
 def test_which_named_attributes_an_edit_holds():

@@ -8,7 +8,7 @@ first. Named directions (age, gender) are linear fits of an attribute classifier
 over sampled latents (InterFaceGAN), made orthogonal to each other so that moving along one
 changes the other as little as a linear model can arrange. Far from the mean the classifier's
 readings are not linear in z, so an edit of one named attribute then holds the others where they
-were with one correction step measured by the classifier (`hold_named`).
+were with correction steps measured by the classifier (`hold_named`).
 
 Every direction is a unit vector in z: one unit of a slider moves a face by one standard
 deviation of the latent distribution along it.
@@ -226,20 +226,22 @@ def held_attributes(directions: Directions, edits: Mapping[str, float]) -> list[
 
 def hold_named(z: torch.Tensor, moved: torch.Tensor, held: list[str], directions: Directions,
                predict: Callable[[np.ndarray], dict[str, np.ndarray]],
-               images_of: Callable[[torch.Tensor], np.ndarray]) -> torch.Tensor:
+               images_of: Callable[[torch.Tensor], np.ndarray], steps: int = 2) -> torch.Tensor:
     """`moved` (the latents `z` after an edit) corrected so that the `held` named attributes read as they did at `z`.
 
-    One Newton step per face along each held direction: the classifier's reading of the face before and after
-    the edit, divided by the direction's fitted change per unit. Across the age slider this takes the faces whose
-    gender flips from 21 % to 13 %, as a second classifier reads them (benchmarks/README.md, "Steering").
+    `steps` Newton steps per face along each held direction: the classifier's reading of the face before the edit
+    and now, divided by the direction's fitted change per unit. The readings are not linear in z, so one step
+    leaves part of the drift (benchmarks/README.md, "Steering", measures one and two).
     """
-    before, after = predict(images_of(z)), predict(images_of(moved))
-    for name in held:
-        output, _ = NAMED_ATTRIBUTES[name]
-        probability = output in PROBABILITIES
-        drift = _fit_target(before[output], probability) - _fit_target(after[output], probability)
-        units = torch.as_tensor(drift / directions.notes[name]["change per unit"], dtype=moved.dtype)
-        moved = moved + units[:, None] * directions.vector(name).to(moved.dtype)
+    before = predict(images_of(z))
+    for _ in range(steps):
+        after = predict(images_of(moved))
+        for name in held:
+            output, _ = NAMED_ATTRIBUTES[name]
+            probability = output in PROBABILITIES
+            drift = _fit_target(before[output], probability) - _fit_target(after[output], probability)
+            units = torch.as_tensor(drift / directions.notes[name]["change per unit"], dtype=moved.dtype)
+            moved = moved + units[:, None] * directions.vector(name).to(moved.dtype)
     return moved
 
 
