@@ -31,6 +31,7 @@ def test_ships_the_runs_generator_and_discriminator_with_a_card_of_its_facts(shi
     assert generator.info["fid"] == 123.456 and generator.info["hardware"] == "2 test cores"
     assert generator.info["steps"] == 4 and generator.faces([0]).shape == (1, 32, 32, 3)
     card = (tmp_path / "pretrained" / "tiny32.md").read_text()
+    assert "4 steps of batch 8 = " in card
     assert "**123.46**" in card and "`facegan train --init tiny32`" in card and "tiny32.directions.safetensors" in card
 
 
