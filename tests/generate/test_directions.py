@@ -185,6 +185,22 @@ def test_more_correction_steps_hold_a_bending_attribute_closer():
     assert (drift[1] > 0.05).all() and (drift[2] < drift[1]).all() and (drift[3] < drift[2]).all()
 
 
+def test_a_face_whose_slope_differs_from_the_fitted_one_is_held_by_the_secant_step():
+    age, gender = torch.eye(4)[:2]
+    halved = Directions(["age", "gender"], torch.stack([age, gender]), "stand-in",  # the classifier's slope is 3
+                        {"age": {"change per unit": 10.0}, "gender": {"change per unit": 1.5}})
+    z = 0.3 * torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    before = logit(_leaning_classifier(z.numpy())["female"])
+    drift = {}
+    for steps in (1, 2):
+        held = hold_named(z, z + 2 * age, ["gender"], halved, _leaning_classifier, lambda latents: latents.numpy(),
+                          steps=steps)
+        drift[steps] = np.abs(logit(_leaning_classifier(held.numpy())["female"]) - before)
+    assert (drift[1] > 1.0).all()  # the fitted slope alone overshoots by twice the drift
+    assert np.allclose(drift[2], 0, atol=1e-6)  # the face's own slope, measured between two readings, lands exactly
+
+
 def test_which_named_attributes_an_edit_holds():
     directions = Directions(["age", "gender", "dir1"], torch.eye(3), "stand-in",
                             {"age": {"change per unit": 6.5}, "gender": {"change per unit": 3.3}})

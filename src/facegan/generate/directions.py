@@ -226,23 +226,50 @@ def held_attributes(directions: Directions, edits: Mapping[str, float]) -> list[
 
 def hold_named(z: torch.Tensor, moved: torch.Tensor, held: list[str], directions: Directions,
                predict: Callable[[np.ndarray], dict[str, np.ndarray]],
-               images_of: Callable[[torch.Tensor], np.ndarray], steps: int = 2) -> torch.Tensor:
+               images_of: Callable[[torch.Tensor], np.ndarray], steps: int = 3) -> torch.Tensor:
     """`moved` (the latents `z` after an edit) corrected so that the `held` named attributes read as they did at `z`.
 
-    `steps` Newton steps per face along each held direction: the classifier's reading of the face before the edit
-    and now, divided by the direction's fitted change per unit. The readings are not linear in z, so one step
-    leaves part of the drift (benchmarks/README.md, "Steering", measures one and two).
+    Each of the `steps` moves every face along each held direction by the drift in the classifier's reading divided
+    by a slope: the direction's fitted change per unit at first, then the face's own slope measured between its last
+    two readings (a secant step). Faces read the direction at different slopes, so one fitted slope alone leaves part
+    of the drift (benchmarks/README.md, "Steering", measures both).
     """
-    before = predict(images_of(z))
+    before = _readings(predict(images_of(z)), held)
+    units = {name: np.zeros(len(z)) for name in held}
+    last: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def corrected() -> torch.Tensor:
+        shift = sum(torch.as_tensor(units[name], dtype=moved.dtype)[:, None] * directions.vector(name).to(moved.dtype)
+                    for name in held)
+        return moved + shift
+
     for _ in range(steps):
-        after = predict(images_of(moved))
+        now = _readings(predict(images_of(corrected())), held)
         for name in held:
-            output, _ = NAMED_ATTRIBUTES[name]
-            probability = output in PROBABILITIES
-            drift = _fit_target(before[output], probability) - _fit_target(after[output], probability)
-            units = torch.as_tensor(drift / directions.notes[name]["change per unit"], dtype=moved.dtype)
-            moved = moved + units[:, None] * directions.vector(name).to(moved.dtype)
-    return moved
+            fitted = directions.notes[name]["change per unit"]
+            slope = _secant_slope(last[name], (units[name], now[name]), fitted) if name in last else fitted
+            last[name] = (units[name].copy(), now[name])
+            units[name] = units[name] + (before[name] - now[name]) / slope
+    return corrected()
+
+
+def _readings(predicted: dict[str, np.ndarray], held: list[str]) -> dict[str, np.ndarray]:
+    """Each held attribute's reading as its direction was fitted to it (a probability through its logit)."""
+    outputs = {name: NAMED_ATTRIBUTES[name][0] for name in held}
+    return {name: _fit_target(predicted[output], output in PROBABILITIES) for name, output in outputs.items()}
+
+
+def _secant_slope(earlier: tuple[np.ndarray, np.ndarray], later: tuple[np.ndarray, np.ndarray], fitted: float,
+                  within: float = 5.0) -> np.ndarray:
+    """Each face's change in reading per unit between two corrections; the fitted slope where that is not within
+    a factor `within` of it (a saturated reading, or two corrections too close to tell apart)."""
+    (units_a, reading_a), (units_b, reading_b) = earlier, later
+    step = units_b - units_a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        local = (reading_b - reading_a) / step
+    ratio = local / fitted
+    usable = np.isfinite(local) & (np.abs(step) > 1e-6) & (ratio > 1 / within) & (ratio < within)
+    return np.where(usable, local, fitted)
 
 
 def _fit_target(values: np.ndarray, probability: bool) -> np.ndarray:

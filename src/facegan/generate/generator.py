@@ -82,7 +82,7 @@ class FaceGenerator:
     def edited(self, z: torch.Tensor, edits: Mapping[str, float] | None, offset: torch.Tensor | None = None) -> torch.Tensor:
         """`z` moved along the named directions by the given units: {"age": 2, "dir3": -1.5}.
 
-        An edit of age or gender also holds the other where it was (two correction steps measured by the
+        An edit of age or gender also holds the other where it was (three correction steps measured by the
         attribute predictor, when there is one and `hold` is on); `offset` is the latents' first-layer offset.
         """
         if not edits:
