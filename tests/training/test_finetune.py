@@ -71,6 +71,18 @@ def test_a_chain_of_fine_tunings_records_every_stage_and_resume_keeps_them(train
     assert [stage["augment"] for stage in stages][1:] == ["none", "ada"]
 
 
+def test_a_fine_tuned_run_keeps_its_sources_batch_unless_given_one(trained_run, face_folder, tmp_path):
+    source = list_checkpoints(trained_run)[-1]
+    source_batch = checkpoint.load(source, sections=["config"])["config"]["batch"]
+    settings = {name: value for name, value in TINY_TRAIN.items() if name not in ("arch", "size", "width", "batch")}
+    kept = facegan.train(face_folder, out=str(tmp_path / "kept"), init=str(source), steps=1, **settings)
+    given = fine_tune(face_folder, tmp_path / "given", source, steps=1, batch=4)
+    progress = {name: checkpoint.load(run.checkpoint, sections=["progress"])["progress"] for name, run in
+                (("kept", kept), ("given", given))}
+    assert source_batch == 8 and progress["kept"]["images_seen"] == 8
+    assert progress["given"]["images_seen"] == 4
+
+
 @pytest.mark.skipif(shipped_model(DEFAULT_MODEL) is None, reason="this install ships no default model")
 def test_init_from_the_shipped_name_starts_from_its_generator_and_discriminator(face_folder, tmp_path):
     shipped = shipped_model(DEFAULT_MODEL)

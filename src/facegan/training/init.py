@@ -73,8 +73,12 @@ def recorded_stages(value: Any) -> list[dict]:
 
 
 def configure(config: TrainConfig, init: InitWeights) -> TrainConfig:
-    """`config` with the source model's architecture, size, latent size and width; ValueError where the command
-    line asked for others."""
+    """`config` with the source model's architecture, size, latent size and width, and its last stage's batch size
+    unless `--batch` is given; ValueError where the command line asked for another model.
+
+    The batch follows the source because its discriminator and moving average were balanced at that batch: the
+    shipped model (batch 64) fine-tuned at the architecture's 128 scored KID 24.7 after 72 kimg on 500 UTKFace
+    photos, at its own 64 15.9 (benchmarks/README.md, "Fine-tuning")."""
     source = {"arch": init.model.arch, "size": init.model.size, "z_dim": init.model.z_dim, "width": init.model.width}
     given = config.given_options()
     conflicts = [f"--{name.replace('_', '-')} {given[name]}" for name in MODEL_OPTIONS
@@ -84,7 +88,13 @@ def configure(config: TrainConfig, init: InitWeights) -> TrainConfig:
         raise ValueError(f"--init {config.init} is a {model} model, so {', '.join(conflicts)} cannot apply; "
                          "leave these options out (a fine-tuned run keeps its source's architecture)")
     return replace(config, arch=init.model.arch, z_dim=init.model.z_dim, width=init.model.width,
-                   prepare=replace(config.prepare, size=init.model.size))
+                   batch=config.batch or source_batch(init), prepare=replace(config.prepare, size=init.model.size))
+
+
+def source_batch(init: InitWeights) -> int | None:
+    """The batch size the source last trained at, where its stages record one."""
+    batch = init.stages[-1].get("batch") if init.stages else None
+    return batch if isinstance(batch, int) and batch > 0 else None
 
 
 def load_into(state, init: InitWeights) -> None:
