@@ -33,7 +33,8 @@ class TrainConfig:
     arch: str = option("dcgan", "architecture (`facegan archs` describes them)", choices=tuple(sorted(ARCHITECTURES)))
     z_dim: int | None = option(None, "latent size (architecture default when unset)")
     width: int | None = option(None, "base channel/unit count (architecture default when unset)")
-    batch: int | None = option(None, "batch size (architecture default when unset)", flags=("--batch", "--batch-size"))
+    batch: int | None = option(None, "batch size (when unset: the --init source's, else the architecture's default)",
+                               flags=("--batch", "--batch-size"))
     lr_g: float | None = option(None, "generator learning rate (architecture default when unset)")
     lr_d: float | None = option(None, "discriminator learning rate (architecture default when unset)")
     loss: str | None = option(None, "the GAN objective (architecture default when unset)", choices=tuple(OBJECTIVES))
