@@ -150,12 +150,17 @@ def _leaning_classifier(z: np.ndarray) -> dict[str, np.ndarray]:
     return {"age": 10 * z[:, 0] + 30, "female": 1 / (1 + np.exp(-(3 * z[:, 1] + 0.9 * z[:, 0])))}
 
 
-def test_an_age_edit_holds_gender_with_one_newton_step():
+def _stand_in_directions(gender_slope: float = 3.0) -> Directions:
+    """Age along axis 0 and gender along axis 1, with the gender direction's fitted change per unit."""
     age, gender = torch.eye(4)[:2]
-    directions = Directions(["age", "gender"], torch.stack([age, gender]), "stand-in",
-                            {"age": {"change per unit": 10.0}, "gender": {"change per unit": 3.0}})
+    return Directions(["age", "gender"], torch.stack([age, gender]), "stand-in",
+                      {"age": {"change per unit": 10.0}, "gender": {"change per unit": gender_slope}})
+
+
+def test_an_age_edit_holds_gender_with_one_newton_step():
+    directions = _stand_in_directions()
     z = 0.3 * torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
-    moved = z + 2 * age
+    moved = z + 2 * directions.vector("age")
     held = hold_named(z, moved, ["gender"], directions, _leaning_classifier, lambda latents: latents.numpy(), steps=1)
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
     before, free, after = (_leaning_classifier(latents.numpy()) for latents in (z, moved, held))
@@ -170,33 +175,23 @@ def _bending_classifier(z: np.ndarray) -> dict[str, np.ndarray]:
     return {"age": 10 * z[:, 0] + 30, "female": 1 / (1 + np.exp(-(3 * z[:, 1] + z[:, 1] ** 3 + 0.9 * z[:, 0])))}
 
 
-def test_more_correction_steps_hold_a_bending_attribute_closer():
-    age, gender = torch.eye(4)[:2]
-    directions = Directions(["age", "gender"], torch.stack([age, gender]), "stand-in",
-                            {"age": {"change per unit": 10.0}, "gender": {"change per unit": 3.0}})
+def _gender_drift(classifier, directions: Directions, steps: int) -> np.ndarray:
+    """|change in the gender logit| per face after an age edit of +2 held by `steps` correction steps."""
     z = 0.3 * torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    moved = z + 2 * directions.vector("age")
+    held = hold_named(z, moved, ["gender"], directions, classifier, lambda latents: latents.numpy(), steps=steps)
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    before = logit(_bending_classifier(z.numpy())["female"])
-    drift = {}
-    for steps in (1, 2, 3):
-        held = hold_named(z, z + 2 * age, ["gender"], directions, _bending_classifier, lambda latents: latents.numpy(),
-                          steps=steps)
-        drift[steps] = np.abs(logit(_bending_classifier(held.numpy())["female"]) - before)
+    return np.abs(logit(classifier(held.numpy())["female"]) - logit(classifier(z.numpy())["female"]))
+
+
+def test_more_correction_steps_hold_a_bending_attribute_closer():
+    drift = {steps: _gender_drift(_bending_classifier, _stand_in_directions(), steps) for steps in (1, 2, 3)}
     assert (drift[1] > 0.05).all() and (drift[2] < drift[1]).all() and (drift[3] < drift[2]).all()
 
 
 def test_a_face_whose_slope_differs_from_the_fitted_one_is_held_by_the_secant_step():
-    age, gender = torch.eye(4)[:2]
-    halved = Directions(["age", "gender"], torch.stack([age, gender]), "stand-in",  # the classifier's slope is 3
-                        {"age": {"change per unit": 10.0}, "gender": {"change per unit": 1.5}})
-    z = 0.3 * torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    before = logit(_leaning_classifier(z.numpy())["female"])
-    drift = {}
-    for steps in (1, 2):
-        held = hold_named(z, z + 2 * age, ["gender"], halved, _leaning_classifier, lambda latents: latents.numpy(),
-                          steps=steps)
-        drift[steps] = np.abs(logit(_leaning_classifier(held.numpy())["female"]) - before)
+    halved = _stand_in_directions(gender_slope=1.5)  # the classifier's slope is 3
+    drift = {steps: _gender_drift(_leaning_classifier, halved, steps) for steps in (1, 2)}
     assert (drift[1] > 1.0).all()  # the fitted slope alone overshoots by twice the drift
     assert np.allclose(drift[2], 0, atol=1e-6)  # the face's own slope, measured between two readings, lands exactly
 

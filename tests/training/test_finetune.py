@@ -74,8 +74,7 @@ def test_a_chain_of_fine_tunings_records_every_stage_and_resume_keeps_them(train
 def test_a_fine_tuned_run_keeps_its_sources_batch_unless_given_one(trained_run, face_folder, tmp_path):
     source = list_checkpoints(trained_run)[-1]
     source_batch = checkpoint.load(source, sections=["config"])["config"]["batch"]
-    settings = {name: value for name, value in TINY_TRAIN.items() if name not in ("arch", "size", "width", "batch")}
-    kept = facegan.train(face_folder, out=str(tmp_path / "kept"), init=str(source), steps=1, **settings)
+    kept = fine_tune(face_folder, tmp_path / "kept", source, steps=1, batch=None)
     given = fine_tune(face_folder, tmp_path / "given", source, steps=1, batch=4)
     progress = {name: checkpoint.load(run.checkpoint, sections=["progress"])["progress"] for name, run in
                 (("kept", kept), ("given", given))}

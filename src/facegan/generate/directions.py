@@ -248,7 +248,7 @@ def hold_named(z: torch.Tensor, moved: torch.Tensor, held: list[str], directions
         for name in held:
             fitted = directions.notes[name]["change per unit"]
             slope = _secant_slope(last[name], (units[name], now[name]), fitted) if name in last else fitted
-            last[name] = (units[name].copy(), now[name])
+            last[name] = (units[name], now[name])  # units[name] is replaced below, never changed in place
             units[name] = units[name] + (before[name] - now[name]) / slope
     return corrected()
 
